@@ -1,0 +1,54 @@
+"""``driftar train``: resolve a recipe + overrides into a validated RunConfig, then run the trainer."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from driftar_core.cli.options import set_option
+
+
+def resolve_recipe(backbone: str, recipe: str | None) -> tuple[str, object]:
+    """The recipe spec; without ``--recipe`` a backbone's ``drift`` recipe wins over ``baseline``."""
+    from driftar_core.registry import registries
+    reg = registries()
+    reg.backbones.get(backbone)  # unknown backbone -> "did you mean"
+    if recipe is None:
+        recipe = "drift" if f"{backbone}/drift" in reg.recipes else "baseline"
+    return recipe, reg.recipes.get(f"{backbone}/{recipe}")
+
+
+def resolve_configs(backbone: str, recipe: str | None, config_file: str | None, overrides: tuple[str, ...]):
+    """(RunConfig, resolved model config); every error is raised here, before any work starts."""
+    from driftar_core.config import ConfigError, build_run_config
+    from driftar_core.registry import registries, resolve_model_config
+    recipe, spec = resolve_recipe(backbone, recipe)
+    cfg = build_run_config(spec.path, config_file, overrides, backbone=backbone, recipe=recipe)
+    reg = registries()
+    arch = reg.models.get(cfg.model.arch)
+    if arch.backbone != cfg.backbone:
+        raise ConfigError(f"model.arch {cfg.model.arch!r} is a {arch.backbone!r} model but backbone is "
+                          f"{cfg.backbone!r}; pick one of: {', '.join(reg.models.names(cfg.backbone + '_*'))}")
+    model_cfg = resolve_model_config(reg.backbones.get(arch.backbone), arch.preset, cfg.model.args)
+    if cfg.data.dataset not in reg.datasets:
+        reg.datasets.get(cfg.data.dataset)  # raises with close matches
+    return cfg, model_cfg
+
+
+@click.command("train")
+@click.option("--backbone", default="mar", show_default=True, help="Backbone plugin (driftar plugins lists them).")
+@click.option("--recipe", default=None, help="Recipe name: 'drift' (default when available) or 'baseline'.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="TOML/JSON run config.")
+@set_option
+@click.option("--resume", default=None, help="'latest' or a run/checkpoint directory to continue from.")
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
+def train(backbone: str, recipe: str | None, config_file: str | None, overrides: tuple[str, ...],
+          resume: str | None, print_config: bool) -> None:
+    """Train a model on the bundled digits (or data.dataset=imagefolder data.root=DIR)."""
+    cfg, model_cfg = resolve_configs(backbone, recipe, config_file, overrides)
+    if print_config:
+        click.echo(json.dumps({"run": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json")}, indent=2))
+        return
+    from driftar_core.train import train as run_training
+    run_dir = run_training(cfg, resume=resume)
+    click.echo(f"run directory: {run_dir}")

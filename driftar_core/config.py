@@ -1,0 +1,176 @@
+"""Run configuration: pydantic v2 models with ``extra="forbid"``, the one place defaults live.
+
+A run config is built from (lowest to highest priority): these defaults, a recipe TOML file, a
+``--config`` file, and ``--set a.b=value`` overrides. Validation happens before any work starts and
+errors name the key and the allowed values. The model's own config (widths, head, sampling
+defaults) belongs to its backbone plugin; ``model.args`` here holds overrides of it.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value; the message names the key and what is allowed."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# -------------------------------------------------------------------------------------------------
+# Sections
+# -------------------------------------------------------------------------------------------------
+
+
+class SamplingConfig(Strict):
+    """Sampling defaults of a model; lives inside each backbone's model config (saved with it)."""
+
+    num_iter: int = 16                          # AR steps (MAR: K; 64 tokens in the tiny config)
+    cfg: float = 1.0                            # classifier-free guidance scale (1 = off)
+    cfg_schedule: Literal["linear", "constant"] = "linear"  # MAR's linear ramp by tokens known
+    temperature: float = 1.0                    # MAR: multiplies the per-step noise of the head
+
+
+class ModelSection(Strict):
+    arch: str = "mar_tiny"                      # registry name (``driftar_core.list_models()``)
+    args: dict[str, Any] = Field(default_factory=dict)  # overrides of the backbone's config model
+    init_from: str | None = None                # run dir / bundle dir / zoo name to start from
+
+
+class DataSection(Strict):
+    dataset: str = "digits"                     # registry name (``driftar plugins`` lists them)
+    root: str | None = None                     # ImageFolder root for user data
+    image_size: int = 16                        # digits are 8x8, upsampled bilinearly (DESIGN.md)
+    batch_size: int = 64                        # per process
+    num_workers: int = 0                        # the digits fit in memory; workers only cost start-up
+
+
+class OptimSection(Strict):
+    lr: float = 1e-3                            # tiny models on CPU; MAR's blr 1e-4 x bs/256 is for ImageNet
+    betas: tuple[float, float] = (0.9, 0.95)    # MAR / Drift-AR AdamW betas
+    weight_decay: float = 0.02                  # MAR; not applied to 1-D params or the head (MAR)
+    warmup_steps: int = 100                     # linear warmup, then constant (MAR's default schedule)
+    grad_clip: float = 3.0                      # MAR's clip
+    ema_decay: float = 0.999                    # MAR uses 0.9999 over ~10^6 steps; short runs need less
+
+
+class TrainSection(Strict):
+    steps: int = 3000
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = 50                         # plain log line / metrics.csv row interval
+    sample_every: int = 1000                    # sample grid interval (and at the end)
+    ckpt_every: int = 1000                      # checkpoint interval (and at the end)
+    runs_dir: str = "runs"
+    name: str = "run"
+    grid_classes: list[int] = Field(default_factory=lambda: list(range(10)))  # one grid row per class
+    grid_per_class: int = 8
+    threads: int | None = None                  # torch.set_num_threads; None keeps torch's default
+
+
+class RunConfig(Strict):
+    """Everything a ``driftar train`` run needs; saved as ``config.json`` in the run directory."""
+
+    backbone: str = "mar"
+    recipe: str = "baseline"
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    method: dict[str, Any] = Field(default_factory=dict)  # recipe-specific (e.g. Drift-AR phases), validated by the recipe
+
+
+# -------------------------------------------------------------------------------------------------
+# Helpers
+# -------------------------------------------------------------------------------------------------
+
+
+def deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_update(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _describe(err: dict[str, Any], where: str) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    key = f"{where}.{loc}" if where else loc
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {key!r}"
+    ctx = err.get("ctx") or {}
+    allowed = f" (allowed: {ctx['expected']})" if "expected" in ctx else ""
+    return f"bad value for {key!r}: {err['msg']}{allowed}; got {err.get('input')!r}"
+
+
+def validate(model_cls: type[BaseModel], data: dict[str, Any], where: str = "") -> Any:
+    """``model_cls.model_validate(data)`` with errors that name the key (and list valid keys)."""
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as e:
+        lines = [_describe(err, where) for err in e.errors()]
+        if any(err["type"] == "extra_forbidden" for err in e.errors()):
+            lines.append(f"valid keys of {where or model_cls.__name__}: {', '.join(model_cls.model_fields)}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values: JSON when it parses (numbers, bools, lists), else the raw string."""
+    for candidate in (text, text.lower()):
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            pass
+    return text
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["optim.lr=1e-3", "model.args.depth=2"]`` -> nested dict."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.lr=3e-4), got {item!r}")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = parse_value(value.strip())
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+
+
+def build_run_config(recipe_path: Path | None = None, config_file: str | None = None,
+                     overrides: list[str] | tuple[str, ...] = (), **top: Any) -> RunConfig:
+    data: dict[str, Any] = {}
+    if recipe_path is not None:
+        data = deep_update(data, load_toml(recipe_path))
+    if config_file is not None:
+        data = deep_update(data, load_toml(config_file) if str(config_file).endswith(".toml")
+                           else json.loads(Path(config_file).read_text()))
+    data = deep_update(data, {k: v for k, v in top.items() if v is not None})
+    data = deep_update(data, parse_overrides(overrides))
+    return validate(RunConfig, data)

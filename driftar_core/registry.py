@@ -1,0 +1,231 @@
+"""Registries filled by plugin hooks: models (``arch.tag`` names), backbones, heads, tokenizers,
+datasets, recipes, exporters and zoo cards.
+
+Modelled on timm's ``_registry.py``/``_factory.py`` at a fraction of the size: a decorator, ``create``,
+``list`` with fnmatch wildcards, ``arch.tag`` names, and an unknown name fails with the closest matches.
+Nothing is registered at import time: :func:`registries` loads the plugins once and calls their hooks.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """A name that no plugin registered; the message lists the closest matches."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+class DuplicateNameError(ValueError):
+    """Two registrations under one name without ``replace=True``."""
+
+
+def split_model_name_tag(name: str) -> tuple[str, str]:
+    """``"mar_tiny.digits"`` -> ``("mar_tiny", "digits")``; no tag -> ``(name, "")``."""
+    arch, _, tag = name.partition(".")
+    return arch, tag
+
+
+def _natural_key(s: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s.lower())]
+
+
+@dataclass
+class Entry(Generic[T]):
+    name: str
+    value: T
+    source: str  # the plugin that registered it
+
+
+class Registry(Generic[T]):
+    """One kind of named thing. ``kind`` appears in error messages ("unknown backbone 'x'")."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, value: T, *, replace: bool = False, source: str = "?") -> None:
+        if name in self._entries and not replace:
+            prev = self._entries[name].source
+            raise DuplicateNameError(
+                f"{self.kind} {name!r} is already registered by plugin {prev!r}; "
+                f"pass replace=True to override it on purpose")
+        self._entries[name] = Entry(name, value, source)
+
+    def get(self, name: str) -> T:
+        return self.entry(name).value
+
+    def entry(self, name: str) -> Entry[T]:
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, list(self._entries), n=5, cutoff=0.4)
+            hint = f"; did you mean: {', '.join(close)}?" if close else ""
+            known = ", ".join(sorted(self._entries, key=_natural_key)) or "none"
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} (registered: {known})")
+        return self._entries[name]
+
+    def names(self, pattern: str | list[str] = "*", exclude: str | list[str] = ()) -> list[str]:
+        pats = [pattern] if isinstance(pattern, str) else list(pattern)
+        excl = [exclude] if isinstance(exclude, str) else list(exclude)
+        out = [n for n in self._entries if any(fnmatch.fnmatch(n, p) for p in pats)]
+        out = [n for n in out if not any(fnmatch.fnmatch(n, p) for p in excl)]
+        return sorted(out, key=_natural_key)
+
+    def entries(self) -> list[Entry[T]]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class BackboneSpec:
+    """What a backbone plugin registers.
+
+    config_cls: pydantic model (extra="forbid") of the whole model: tokenizer, backbone, head and
+        sampling defaults. It is the ONE place defaults live.
+    build: ``build(config) -> driftar_core.bundle.ModelBundle``; imports torch lazily.
+    presets: preset name -> config overrides; ``{name}_{preset}`` becomes a model architecture.
+    """
+
+    name: str
+    config_cls: Any
+    build: Callable[[Any], Any]
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass
+class RecipeSpec:
+    backbone: str
+    name: str
+    path: Path
+
+
+@dataclass
+class ModelArch:
+    """A registered architecture: a factory ``(**overrides) -> ModelBundle`` and its backbone."""
+
+    name: str
+    backbone: str
+    factory: Callable[..., Any]
+    preset: dict[str, Any] = field(default_factory=dict)
+
+
+class Registries:
+    """All registries of one plugin manager."""
+
+    def __init__(self) -> None:
+        self.tokenizers: Registry[Callable[..., Any]] = Registry("tokenizer")
+        self.datasets: Registry[Callable[..., Any]] = Registry("dataset")
+        self.heads: Registry[Callable[..., Any]] = Registry("head")
+        self.backbones: Registry[BackboneSpec] = Registry("backbone")
+        self.models: Registry[ModelArch] = Registry("model")
+        self.cards: Registry[Any] = Registry("pretrained model")
+        self.recipes: Registry[RecipeSpec] = Registry("recipe")
+        self.exporters: Registry[Callable[..., Any]] = Registry("exporter")
+
+    # register callbacks handed to the hooks -------------------------------------------------
+    def backbone_callback(self, source: str) -> Callable[..., None]:
+        def register(spec: BackboneSpec, *, replace: bool = False) -> None:
+            self.backbones.register(spec.name, spec, replace=replace, source=source)
+            for preset, overrides in spec.presets.items():
+                arch = f"{spec.name}_{preset}"
+                self.models.register(arch, ModelArch(arch, spec.name, _preset_factory(spec, arch, overrides),
+                                                     dict(overrides)), replace=replace, source=source)
+        return register
+
+    def card_callback(self, source: str) -> Callable[..., None]:
+        def register(card: Any, *, replace: bool = False) -> None:
+            self.cards.register(card.name, card, replace=replace, source=source)
+        return register
+
+    def recipe_callback(self, source: str) -> Callable[..., None]:
+        def register(backbone: str, name: str, path: str | Path, *, replace: bool = False) -> None:
+            self.recipes.register(f"{backbone}/{name}", RecipeSpec(backbone, name, Path(path)),
+                                  replace=replace, source=source)
+        return register
+
+    @staticmethod
+    def named_callback(reg: Registry[Any], source: str) -> Callable[..., None]:
+        def register(name: str, value: Any, *, replace: bool = False) -> None:
+            reg.register(name, value, replace=replace, source=source)
+        return register
+
+
+def _preset_factory(spec: BackboneSpec, arch: str, preset: dict[str, Any]) -> Callable[..., Any]:
+    def factory(**overrides: Any) -> Any:
+        config = resolve_model_config(spec, preset, overrides)
+        bundle = spec.build(config)
+        bundle.arch = arch
+        return bundle
+    return factory
+
+
+def resolve_model_config(spec: BackboneSpec, preset: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    """Preset values updated by (nested) overrides, validated by the backbone's config model."""
+    from driftar_core.config import deep_update, validate
+    return validate(spec.config_cls, deep_update(preset, overrides), where="model")
+
+
+# -------------------------------------------------------------------------------------------------
+# Public API (timm-like)
+# -------------------------------------------------------------------------------------------------
+
+
+def registries() -> Registries:
+    """The registries of the default plugin manager (plugins loaded on first use)."""
+    from driftar_core.plugins import get_plugin_manager
+    return get_plugin_manager().registries
+
+
+def register_model(fn: Callable[..., Any] | None = None, *, name: str | None = None, backbone: str = "custom",
+                   replace: bool = False) -> Any:
+    """Register a model factory ``fn(**overrides) -> ModelBundle``; usable as a decorator."""
+    def deco(f: Callable[..., Any]) -> Callable[..., Any]:
+        n = name or f.__name__
+        registries().models.register(n, ModelArch(n, backbone, f), replace=replace, source="register_model")
+        return f
+    return deco(fn) if fn is not None else deco
+
+
+def list_models(pattern: str | list[str] = "*", exclude: str | list[str] = (), pretrained: bool = False) -> list[str]:
+    """Architectures matching fnmatch ``pattern``; with ``pretrained=True`` the ``arch.tag`` names with weights."""
+    reg = registries()
+    if pretrained:
+        return reg.cards.names(pattern, exclude)
+    return reg.models.names(pattern, exclude)
+
+
+def is_model(name: str) -> bool:
+    reg = registries()
+    return name in reg.cards or split_model_name_tag(name)[0] in reg.models
+
+
+def create_model(name: str, pretrained: bool = False, **overrides: Any) -> Any:
+    """Build a model bundle by architecture (``mar_tiny``) or pretrained name (``mar_tiny.digits``).
+
+    ``pretrained=True`` (or any name with a tag) loads the zoo weights from local disk, offline.
+    """
+    reg = registries()
+    arch, tag = split_model_name_tag(name)
+    if tag or pretrained:
+        if not tag:
+            tags = reg.cards.names(f"{arch}.*")
+            if not tags:
+                known = ", ".join(reg.cards.names()) or "none"
+                raise UnknownNameError(f"no pretrained weights for {arch!r} (pretrained models: {known})")
+            name = tags[0]
+        from driftar_core.zoo import load_pretrained
+        return load_pretrained(reg.cards.get(name), **overrides)
+    return reg.models.get(arch).factory(**overrides)

@@ -1,0 +1,1 @@
+"""Tokenizers: images <-> continuous tokens (``patch`` here; a KL-16 VAE for real data)."""

@@ -1,0 +1,101 @@
+"""MARConfig: every default of the MAR model (tokenizer slot, backbone, DiffLoss head, sampling).
+
+The defaults ARE the tiny CPU model (``mar_tiny``): 16x16 digits cut into 2x2 patches (L = 64 tokens of
+c = 4 channels). The paper's sizes are presets in ``driftar_mar.build.PRESETS``. Sources: MAR
+(Li et al. 2024, arXiv 2406.11838) and the official code LTH14/mar (models/mar.py, models/diffloss.py,
+main_mar.py); docs/BACKBONES.md sections 2 and 8. Pure pydantic: importing this module does not
+import torch, so the plugin module can register the config class cheaply.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from driftar_core.config import SamplingConfig, Strict
+
+
+class DiffLossConfig(Strict):
+    """MAR's per-token DDPM head (``diffloss``): SimpleMLPAdaLN + a 1000-step cosine IDDPM."""
+
+    depth: int = 3                      # res blocks; official B/L/H 6/8/12, README recipe 3
+    width: int = 128                    # official 1024/1280/1536; 128 matches the probe's head
+    num_sampling_steps: int = 100       # respaced DDPM steps at sampling (MAR passes the string "100")
+    diffusion_batch_mul: int = 4        # each token repeated with independent t and noise (MAR)
+    learn_sigma: bool = True            # learned-range variance + hybrid VLB loss (MAR); False = fixed-large
+    clip_x0: float | None = None        # clip predicted x0 to [-v, v] at sampling; MAR: off (None)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DiffLossConfig":
+        if self.num_sampling_steps < 1 or self.num_sampling_steps > 1000:
+            raise ValueError(f"num_sampling_steps must be in [1, 1000], got {self.num_sampling_steps}")
+        return self
+
+
+def _tiny_sampling() -> SamplingConfig:
+    # K = 16 AR steps for L = 64 tokens (the demo's 64 for 256 tokens, scaled by L); linear CFG ramp
+    # and temperature 1 as the MAR README's eval setting. cfg chosen on digits (see recipes/baseline.toml).
+    return SamplingConfig(num_iter=16, cfg=3.0, cfg_schedule="linear", temperature=1.0)
+
+
+class MARConfig(Strict):
+    """The whole MAR model. Validated on load; unknown keys fail (extra="forbid")."""
+
+    # tokenizer (the ``patch`` tokenizer; real runs use the KL-16 VAE latent, 16x16x16 at 256 px)
+    img_size: int = 16                  # digits upsampled 8 -> 16 (DESIGN.md "Data")
+    channels: int = 1                   # grey digits; 16 for a KL-16 latent
+    patch_size: int = 2                 # 2x2 patches -> L = 64 tokens of c = 4 channels
+    token_scale: float = 1.0            # tokens = patches * scale; KL-16 latents use 0.2325
+
+    # conditioning
+    class_num: int = 10                 # official: 1000 (the embedding has class_num rows)
+    label_drop_prob: float = 0.1        # class embedding -> fake_latent during training (CFG)
+    buffer_size: int = 4                # class-embedding slots before the tokens; official 64
+
+    # encoder / decoder (pre-LN ViT blocks, timm naming)
+    encoder_embed_dim: int = 128
+    encoder_depth: int = 2
+    encoder_num_heads: int = 4
+    decoder_embed_dim: int = 128
+    decoder_depth: int = 2
+    decoder_num_heads: int = 4
+    mlp_ratio: float = 4.0
+    # Official 0.1. The tiny run is a few thousand steps on ~1.4k images and is still under-fitting
+    # when it stops, so dropout only slows it down; the large presets restore 0.1.
+    attn_dropout: float = 0.0
+    proj_dropout: float = 0.0
+    attention: Literal["bidirectional"] = "bidirectional"  # "step_causal" arrives with speculative decoding
+
+    # training masking: ratio ~ truncated N(1.0, 0.25) on [mask_ratio_min, 1], one per batch
+    mask_ratio_min: float = 0.7
+
+    # head
+    head_type: Literal["diffloss"] = "diffloss"  # the Drift-AR decoder adds "drift"
+    diffloss: DiffLossConfig = Field(default_factory=DiffLossConfig)
+
+    sampling: SamplingConfig = Field(default_factory=_tiny_sampling)
+
+    @property
+    def seq_len(self) -> int:
+        """L: tokens per image."""
+        return (self.img_size // self.patch_size) ** 2
+
+    @property
+    def token_dim(self) -> int:
+        """c: channels per token."""
+        return self.channels * self.patch_size ** 2
+
+    @model_validator(mode="after")
+    def _check(self) -> "MARConfig":
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
+        for name in ("encoder", "decoder"):
+            dim, heads = getattr(self, f"{name}_embed_dim"), getattr(self, f"{name}_num_heads")
+            if dim % heads:
+                raise ValueError(f"{name}_embed_dim {dim} is not divisible by {name}_num_heads {heads}")
+        if not 0.0 < self.mask_ratio_min <= 1.0:
+            raise ValueError(f"mask_ratio_min must be in (0, 1], got {self.mask_ratio_min}")
+        if not 1 <= self.sampling.num_iter <= self.seq_len:
+            raise ValueError(f"sampling.num_iter must be in [1, {self.seq_len}] (one token per step at most "
+                             f"L steps), got {self.sampling.num_iter}")
+        return self

@@ -1,0 +1,72 @@
+"""Registry behaviour: arch.tag names, fnmatch listing, close-match errors, duplicates."""
+from __future__ import annotations
+
+import pytest
+
+from driftar_core.hookspecs import hookimpl
+from driftar_core.registry import (DuplicateNameError, Registry, UnknownNameError, list_models,
+                                   split_model_name_tag)
+
+
+def test_split_name_tag():
+    assert split_model_name_tag("mar_tiny.digits") == ("mar_tiny", "digits")
+    assert split_model_name_tag("mar_tiny") == ("mar_tiny", "")
+
+
+def test_unknown_name_lists_closest_matches():
+    reg = Registry("model")
+    for n in ("mar_tiny", "mar_base", "nextstep1_tiny"):
+        reg.register(n, object())
+    with pytest.raises(UnknownNameError) as e:
+        reg.get("mar_tinny")
+    assert "did you mean: mar_tiny" in str(e.value)
+
+
+def test_duplicate_fails_unless_replaced():
+    reg = Registry("backbone")
+    reg.register("x", 1, source="a")
+    with pytest.raises(DuplicateNameError, match="already registered by plugin 'a'"):
+        reg.register("x", 2, source="b")
+    reg.register("x", 3, replace=True)
+    assert reg.get("x") == 3
+
+
+def test_fnmatch_and_natural_sort():
+    reg = Registry("model")
+    for n in ("mar_huge", "mar_base", "mar_large", "transdiff_b", "m10", "m9"):
+        reg.register(n, None)
+    assert reg.names("mar*") == ["mar_base", "mar_huge", "mar_large"]
+    assert reg.names("m*", exclude="mar*") == ["m9", "m10"]
+
+
+class _ToyBackbonePlugin:
+    """A backbone registered by a plugin object: its presets become model architectures."""
+
+    @hookimpl
+    def driftar_register_backbones(self, register):
+        from pydantic import BaseModel, ConfigDict
+
+        class ToyConfig(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            width: int = 8
+
+        from driftar_core.registry import BackboneSpec
+        register(BackboneSpec(name="toy", config_cls=ToyConfig, build=lambda c: c,
+                              presets={"small": {"width": 4}, "big": {"width": 64}}))
+
+
+def test_backbone_presets_become_models(register_plugin):
+    register_plugin(_ToyBackbonePlugin(), "toy-plugin")
+    assert list_models("toy_*") == ["toy_big", "toy_small"]
+    from driftar_core.registry import registries
+    arch = registries().models.get("toy_small")
+    assert arch.backbone == "toy" and arch.preset == {"width": 4}
+    assert registries().models.entry("toy_small").source == "toy-plugin"
+
+
+def test_duplicate_backbone_across_plugins_fails(register_plugin):
+    register_plugin(_ToyBackbonePlugin(), "toy-plugin")
+    register_plugin(_ToyBackbonePlugin(), "toy-plugin-2")
+    from driftar_core.registry import registries
+    with pytest.raises(DuplicateNameError, match="toy"):
+        registries()
