@@ -112,6 +112,12 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_state_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
+    own = module.state_dict()
+    bad = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise CheckpointError(f"{what} does not match the model: {len(bad)} tensors have other shapes "
+                              f"({'; '.join(bad[:3])}). Was it saved with another config?")
     missing, unexpected = module.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise CheckpointError(

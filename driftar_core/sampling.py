@@ -12,6 +12,7 @@ reproduces a run and a speculative sampler can hand the draft and the target the
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -72,9 +73,11 @@ def generate(bundle: Any, cond: Any, *, num_iter: int | None = None, cfg: float 
     state = backbone.new_state(cond, num_iter=num_iter, cfg=use_cfg, generator=generator)
     if noise is None:
         noise = draw_noise(head, B, L, generator, device)
-    counts = PassCounts()
+    counts = PassCounts(extra={"backbone_s": 0.0, "head_s": 0.0})    # wall time per stage (bench)
     for step in backbone.plan(state):
+        t0 = time.perf_counter()
         out = backbone.step(state, step.positions)                    # z [B', n, D], E [B', n]
+        t1 = time.perf_counter()
         counts.backbone_passes += 1
         n = step.positions.shape[1]
         z = out.z.reshape(-1, out.z.shape[-1])                        # [B' n, D]
@@ -83,6 +86,8 @@ def generate(bundle: Any, cond: Any, *, num_iter: int | None = None, cfg: float 
         tokens = head.sample(z, eps, cfg=cfg_at(cfg, step.progress, cfg_schedule),
                              temperature=temperature, entropy=ent)    # [B n, c]
         counts.head_nfe += head.nfe
+        counts.extra["backbone_s"] += t1 - t0
+        counts.extra["head_s"] += time.perf_counter() - t1
         backbone.commit(state, step.positions, tokens.view(B, n, -1))
     tokens = backbone.tokens(state)                                   # [B, L, c]
     images = tok.decode(tokens).clamp(-1, 1)

@@ -89,12 +89,12 @@ def split_halves(n: int, labels: Any = None, seed: int = 0) -> tuple[Tensor, Ten
         perm = torch.randperm(n, generator=g)
         return perm[: n // 2], perm[n // 2:]
     labels = torch.as_tensor(labels)
-    a, b = [], []
+    a, b, extra_to_a = [], [], True
     for c in torch.unique(labels):
         idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
-        # odd class sizes alternate which half gets the extra image, so the halves stay ~n/2
-        take = (len(idx) + (len(a) and sum(map(len, a)) > sum(map(len, b)) and 0 or 1) * (len(idx) % 2)) // 2
+        take = len(idx) // 2 + (len(idx) % 2 if extra_to_a else 0)
+        extra_to_a ^= bool(len(idx) % 2)  # odd classes alternate which half gets the extra image
         a.append(idx[:take])
         b.append(idx[take:])
     return torch.cat(a), torch.cat(b)

@@ -93,6 +93,8 @@ class MARConfig(Strict):
             dim, heads = getattr(self, f"{name}_embed_dim"), getattr(self, f"{name}_num_heads")
             if dim % heads:
                 raise ValueError(f"{name}_embed_dim {dim} is not divisible by {name}_num_heads {heads}")
+        if self.decoder_depth < 1:
+            raise ValueError("decoder_depth must be >= 1 (the entropy comes from a decoder block)")
         if not 0.0 < self.mask_ratio_min <= 1.0:
             raise ValueError(f"mask_ratio_min must be in (0, 1], got {self.mask_ratio_min}")
         if not 1 <= self.sampling.num_iter <= self.seq_len:

@@ -33,7 +33,7 @@ COSINE_S = 0.008          # IDDPM Eq. 17 offset
 MAX_BETA = 0.999          # IDDPM: betas clipped so the last step is not singular
 BIN_HALF_WIDTH = 1 / 255  # discretized decoder NLL at t = 0 (IDDPM / DDPM, data in [-1, 1], 8 bits)
 
-NetFn = Callable[[Tensor, Tensor], Tensor]  # (x_t [N, c], t_original [N] long) -> [N, 2c] or [N, c]
+NetFn = Callable[[Tensor, Tensor], Tensor]  # (x_t [N, c], t_original [N] or [1] long) -> [N, 2c] or [N, c]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -193,9 +193,8 @@ class GaussianDiffusion:
             raise ValueError(f"noise must be [N, {self.num_steps + 1}, c] (x_T plus one per step), "
                              f"got {list(noise.shape)}")
         x = noise[:, 0]                                                         # [N, c] x_T, not scaled
-        n = x.shape[0]
         for i, t_idx in enumerate(range(self.num_steps - 1, -1, -1)):
-            t = torch.full((n,), t_idx, dtype=torch.long, device=x.device)
+            t = torch.full((1,), t_idx, dtype=torch.long, device=x.device)     # shared by all rows
             mean, logvar, _ = self.p_mean_variance(net(x, self.original_t(t)), x, t)
             if t_idx > 0:
                 x = mean + torch.exp(0.5 * logvar) * noise[:, i + 1] * temperature  # [N, c]

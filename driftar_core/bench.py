@@ -1,0 +1,187 @@
+"""``driftar bench``: models side by side in one process, reported as ratios against the first.
+
+Latency is measured per image at batch 1 and batch 16, alternating between models on every repeat
+(so slow drift of the machine hits all models alike), after warm-up, as the median with the
+interquartile spread. The AR stage (target/draft forwards) and the decoder stage (head) are timed
+separately inside the same sampling calls, so the AR-stage and decoder-stage speedups are measured,
+not inferred. Quality comes from driftar_core.eval (FD next to its real-vs-real floor).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULT_KEYS = ("model", "latency_ms_b1", "latency_ms_b16", "nfe", "backbone_passes", "head_nfe", "draft_passes",
+               "acceptance_rate", "mean_accepted_len", "fd", "fd_floor", "class_accuracy", "precision", "recall")
+
+
+@dataclass
+class _Timing:
+    total: list[float] = field(default_factory=list)     # seconds per image
+    ar: list[float] = field(default_factory=list)
+    dec: list[float] = field(default_factory=list)
+
+
+def _quantiles(xs: list[float]) -> tuple[float, float, float]:
+    xs = sorted(xs)
+    if len(xs) == 1:
+        return xs[0], xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], statistics.median(xs), q[2]
+
+
+def _time_once(bundle: Any, batch: int, seed: int, sampler: Any) -> tuple[float, float, float, Any]:
+    labels = torch.arange(batch) % 10
+    g = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    out = sampler(bundle, labels.to(bundle.device), generator=g)
+    dt = time.perf_counter() - t0
+    ex = out.counts.extra
+    return dt / batch, ex.get("backbone_s", 0.0) / batch + ex.get("draft_s", 0.0) / batch, ex.get("head_s", 0.0) / batch, out.counts
+
+
+def default_sampler(bundle: Any) -> Any:
+    """The sampler a model uses by default: speculative when it has a draft and says so."""
+    from driftar_core.sampling import generate
+    return getattr(bundle, "default_sampler", None) or generate
+
+
+def run_bench(models: list[str], *, batch_sizes: tuple[int, ...] = (1, 16), repeats: int = 5, warmup: int = 1,
+              eval_samples: int | None = None, eval_seeds: tuple[int, ...] = (0, 1, 2), seed: int = 0,
+              quality: bool = True, progress: bool | None = None) -> dict[str, Any]:
+    """Benchmark ``models`` (names or paths); the first is the reference of every ratio."""
+    from tqdm.auto import tqdm
+
+    from driftar_core.resolve import load_model
+    bundles = {m: load_model(m) for m in models}
+    samplers = {m: default_sampler(b) for m, b in bundles.items()}
+    timings = {(m, b): _Timing() for m in models for b in batch_sizes}
+    counts: dict[str, Any] = {}
+    total = len(batch_sizes) * (warmup + repeats) * len(models)
+    bar = tqdm(total=total, desc="bench latency", disable=progress is False or None)
+    with torch.inference_mode():
+        for b in batch_sizes:
+            for r in range(warmup + repeats):
+                for m in models:  # alternate models within every repeat
+                    per_img, ar, dec, c = _time_once(bundles[m], b, seed + r, samplers[m])
+                    bar.update(1)
+                    if r < warmup:
+                        continue
+                    t = timings[(m, b)]
+                    t.total.append(per_img), t.ar.append(ar), t.dec.append(dec)
+                    counts.setdefault(m, c)
+    bar.close()
+
+    results, stage = [], {}
+    for m in models:
+        c = counts[m]
+        row: dict[str, Any] = {k: None for k in RESULT_KEYS}
+        row.update(model=m, nfe=c.nfe, backbone_passes=c.backbone_passes, head_nfe=c.head_nfe,
+                   draft_passes=c.draft_passes, acceptance_rate=c.extra.get("acceptance_rate"),
+                   mean_accepted_len=c.extra.get("mean_accepted_len"))
+        for b in batch_sizes:
+            t = timings[(m, b)]
+            q1, med, q3 = _quantiles(t.total)
+            row[f"latency_ms_b{b}"] = 1e3 * med
+            row[f"latency_iqr_ms_b{b}"] = [1e3 * q1, 1e3 * q3]
+            row[f"ar_ms_b{b}"] = 1e3 * statistics.median(t.ar)
+            row[f"decoder_ms_b{b}"] = 1e3 * statistics.median(t.dec)
+        if quality:
+            from driftar_core.eval.evaluate import evaluate
+            q = evaluate(bundles[m], num_samples=eval_samples, seeds=eval_seeds, sampler=samplers[m])
+            row.update({k: q.get(k) for k in ("fd", "fd_floor", "class_accuracy", "precision", "recall")})
+            row["fd_std"] = q.get("fd_std")
+        results.append(row)
+        stage[m] = row
+
+    ref = results[0]
+    ratios = {}
+    b0 = batch_sizes[0]
+    for row in results:
+        r = {f"speedup_b{b}": ref[f"latency_ms_b{b}"] / row[f"latency_ms_b{b}"] for b in batch_sizes}
+        r["ar_stage_speedup"] = ref[f"ar_ms_b{b0}"] / max(row[f"ar_ms_b{b0}"], 1e-12)
+        r["decoder_speedup"] = ref[f"decoder_ms_b{b0}"] / max(row[f"decoder_ms_b{b0}"], 1e-12)
+        r["fd_ratio"] = (row["fd"] / ref["fd"]) if quality and ref["fd"] else None
+        ratios[row["model"]] = r
+    return {"machine": machine_info(), "settings": {"batch_sizes": list(batch_sizes), "repeats": repeats,
+            "warmup": warmup, "eval_seeds": list(eval_seeds), "eval_samples": eval_samples},
+            "results": results, "ratios": ratios}
+
+
+def machine_info() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _fmt(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}" if abs(x) < 1e4 else f"{x:.3g}"
+    return str(x)
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    bs = report["settings"]["batch_sizes"]
+    head = (["model"] + [f"ms/img b{b}" for b in bs] + ["NFE", "target passes", "head NFE", "draft passes",
+            "accept", "mean acc. len", "FD", "FD floor", "class acc.", "precision", "recall"]
+            + [f"speedup b{b}" for b in bs] + ["AR-stage speedup", "decoder speedup", "FD ratio"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in report["results"]:
+        r = report["ratios"][row["model"]]
+        cells = ([f"`{row['model']}`"] + [_fmt(row[f"latency_ms_b{b}"], 1) for b in bs]
+                 + [_fmt(row[k]) for k in ("nfe", "backbone_passes", "head_nfe", "draft_passes")]
+                 + [_fmt(row["acceptance_rate"]), _fmt(row["mean_accepted_len"])]
+                 + [_fmt(row[k], 3) for k in ("fd", "fd_floor", "class_accuracy", "precision", "recall")]
+                 + [_fmt(r[f"speedup_b{b}"]) + "x" for b in bs]
+                 + [_fmt(r["ar_stage_speedup"]) + "x", _fmt(r["decoder_speedup"]) + "x", _fmt(r["fd_ratio"])])
+        lines.append("| " + " | ".join(cells) + " |")
+    m = report["machine"]
+    lines.append("")
+    lines.append(f"Machine: {m['processor']}, {m['threads']} torch threads, torch {m['torch']}, "
+                 f"{m['cuda'] or 'CPU only'}. Latency: median per image over {report['settings']['repeats']} "
+                 f"alternating repeats after {report['settings']['warmup']} warm-up; ratios against `{report['results'][0]['model']}`.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: str | Path) -> None:
+    """Speed against quality: per-image latency (batch 1, log scale) vs FD, with the real-vs-real floor."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for row in report["results"]:
+        ax.scatter(row["latency_ms_b1"], row["fd"] if row["fd"] is not None else 0, s=40)
+        ax.annotate(row["model"], (row["latency_ms_b1"], row["fd"] or 0), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    floors = [r["fd_floor"] for r in report["results"] if r["fd_floor"] is not None]
+    if floors:
+        ax.axhline(statistics.mean(floors), ls="--", c="gray", lw=1, label="real-vs-real floor")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per image, batch 1 (ms, log)")
+    ax.set_ylabel("FD (evaluator features, lower is better)")
+    ax.set_title("driftar bench: speed vs quality")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(report: dict[str, Any], json_path: str | None, md_path: str | None, plot_path: str | None) -> None:
+    from driftar_core.bundle import atomic_write_text
+    for p in (json_path, md_path, plot_path):
+        if p:
+            Path(p).parent.mkdir(parents=True, exist_ok=True)
+    if json_path:
+        atomic_write_text(Path(json_path), json.dumps(report, indent=2))
+    if md_path:
+        atomic_write_text(Path(md_path), to_markdown(report))
+    if plot_path:
+        plot(report, plot_path)

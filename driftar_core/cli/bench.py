@@ -1,0 +1,34 @@
+"""``driftar bench``: latency, passes and quality of several models side by side, as ratios."""
+from __future__ import annotations
+
+import click
+
+
+@click.command("bench")
+@click.option("--models", "-m", "models", multiple=True, required=True,
+              help="Models to compare (names or paths); repeat the flag or give several after one flag. "
+                   "The first is the reference of every ratio.")
+@click.argument("more_models", nargs=-1)
+@click.option("--repeats", default=5, show_default=True, help="Timed repeats per model and batch size.")
+@click.option("--warmup", default=1, show_default=True)
+@click.option("--eval-samples", type=int, default=None, help="Samples per seed for FD (default: the test-set size).")
+@click.option("--eval-seeds", default=3, show_default=True, help="Seeds for the quality spread.")
+@click.option("--no-quality", is_flag=True, help="Skip FD/precision/recall (latency and passes only).")
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None)
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None)
+def bench(models: tuple[str, ...], more_models: tuple[str, ...], repeats: int, warmup: int, eval_samples: int | None,
+          eval_seeds: int, no_quality: bool, threads: int | None, json_out: str | None, md_out: str | None,
+          plot_out: str | None) -> None:
+    """Benchmark models in one process (e.g. --models mar_tiny.digits mar_tiny_drift.digits)."""
+    import torch
+
+    from driftar_core.bench import run_bench, to_markdown, write_outputs
+    if threads:
+        torch.set_num_threads(threads)
+    names = list(models) + list(more_models)
+    report = run_bench(names, repeats=repeats, warmup=warmup, eval_samples=eval_samples,
+                       eval_seeds=tuple(range(eval_seeds)), quality=not no_quality)
+    write_outputs(report, json_out, md_out, plot_out)
+    click.echo(to_markdown(report))

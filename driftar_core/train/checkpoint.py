@@ -1,0 +1,263 @@
+"""Training checkpoints without pickle: safetensors for tensors, JSON for everything else.
+
+One checkpoint is one directory, ``<run>/checkpoints/step-XXXXXXX/``:
+
+    model.safetensors, config.json, README.md   the EMA bundle (``driftar_core.bundle.load_bundle`` loads it)
+    raw.safetensors                             the live (non-EMA) weights
+    state.safetensors                           tensors of the training state (Adam moments, torch RNG states)
+    state.json                                  the rest (step, optimizer groups, scheduler, python/numpy RNG
+                                                per rank) + size and sha256 of every file; written LAST
+
+A checkpoint is written into a hidden temporary directory and renamed into place, then
+``checkpoints/latest`` (a text file naming the step directory) is replaced atomically, so a crash
+never leaves a half-written checkpoint behind the pointer. Loading verifies every file against the
+manifest and fails with a :class:`CheckpointError` that names the file before anything is built.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from driftar_core.bundle import (CheckpointError, atomic_write_text, load_safetensors, load_state_strict,
+                                 save_safetensors)
+
+FORMAT_VERSION = 1
+LATEST = "latest"
+STATE_JSON = "state.json"
+STATE_TENSORS = "state.safetensors"
+RAW_WEIGHTS = "raw.safetensors"
+EMA_WEIGHTS = "model.safetensors"
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:07d}"
+
+
+# -------------------------------------------------------------------------------------------------
+# Nested state <-> (JSON, tensors)
+# -------------------------------------------------------------------------------------------------
+
+
+def encode_state(obj: Any) -> tuple[Any, dict[str, Tensor]]:
+    """Split a nested state (dicts, lists, tuples, tensors, numpy arrays, scalars) into JSON + tensors.
+
+    Tensors become ``{"__tensor__": key}``, tuples ``{"__tuple__": [...]}``, dicts with non-string
+    keys (optimizer state is keyed by int) ``{"__items__": [[k, v], ...]}``, numpy arrays
+    ``{"__ndarray__": list, "dtype": str}``. :func:`decode_state` inverts it exactly.
+    """
+    tensors: dict[str, Tensor] = {}
+
+    def enc(x: Any, path: str) -> Any:
+        if isinstance(x, Tensor):
+            tensors[path] = x.detach().cpu()
+            return {"__tensor__": path}
+        if isinstance(x, np.ndarray):
+            return {"__ndarray__": x.tolist(), "dtype": str(x.dtype)}
+        if isinstance(x, np.generic):
+            return x.item()
+        if isinstance(x, tuple):
+            return {"__tuple__": [enc(v, f"{path}.{i}") for i, v in enumerate(x)]}
+        if isinstance(x, list):
+            return [enc(v, f"{path}.{i}") for i, v in enumerate(x)]
+        if isinstance(x, dict):
+            if all(isinstance(k, str) for k in x):
+                return {k: enc(v, f"{path}.{k}") for k, v in x.items()}
+            return {"__items__": [[enc(k, f"{path}.k{i}"), enc(v, f"{path}.{k}")]
+                                  for i, (k, v) in enumerate(x.items())]}
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        raise TypeError(f"cannot store {type(x).__name__} at {path!r} in a checkpoint")
+
+    return enc(obj, "s"), tensors
+
+
+def decode_state(obj: Any, tensors: dict[str, Tensor]) -> Any:
+    """Inverse of :func:`encode_state`."""
+    if isinstance(obj, list):
+        return [decode_state(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            key = obj["__tensor__"]
+            if key not in tensors:
+                raise CheckpointError(f"{STATE_TENSORS} lacks tensor {key!r} named in {STATE_JSON}")
+            return tensors[key]
+        if "__tuple__" in obj:
+            return tuple(decode_state(v, tensors) for v in obj["__tuple__"])
+        if "__items__" in obj:
+            return {decode_state(k, tensors): decode_state(v, tensors) for k, v in obj["__items__"]}
+        if "__ndarray__" in obj:
+            return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
+        return {k: decode_state(v, tensors) for k, v in obj.items()}
+    return obj
+
+
+# -------------------------------------------------------------------------------------------------
+# RNG state of one process
+# -------------------------------------------------------------------------------------------------
+
+
+def capture_rng() -> dict[str, Any]:
+    """Python, numpy, torch CPU and (if initialised) CUDA generator states of this process."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(), "cuda": list(cuda)}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -------------------------------------------------------------------------------------------------
+# Save
+# -------------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(checkpoints: Path, step: int, *, ema_bundle: Any, raw_weights: dict[str, Tensor],
+                    train_state: dict[str, Any]) -> Path:
+    """Write ``checkpoints/step-XXXXXXX/`` atomically and point ``checkpoints/latest`` at it."""
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    name = step_dir_name(step)
+    final, tmp = checkpoints / name, checkpoints / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        ema_bundle.save(tmp)                                       # model.safetensors, config.json, README.md
+        save_safetensors(raw_weights, tmp / RAW_WEIGHTS)
+        state_json, state_tensors = encode_state(train_state)
+        save_safetensors(state_tensors, tmp / STATE_TENSORS)
+        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+        atomic_write_text(tmp / STATE_JSON, json.dumps(
+            {"format": FORMAT_VERSION, "step": step, "files": files, "state": state_json}, indent=1))
+        if final.exists():                                         # re-saving a step after an explicit resume
+            old = checkpoints / f".{name}.old-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(checkpoints / LATEST, name + "\n")
+    return final
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, Tensor], what: str) -> None:
+    """Strict load that reports missing/unexpected keys AND shape mismatches as a CheckpointError."""
+    own = module.state_dict()
+    bad = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in weights.items() if k in own and v.shape != own[k].shape]
+    if bad:
+        raise CheckpointError(f"{what} does not match the model: {len(bad)} shape mismatches, e.g. "
+                              f"{'; '.join(bad[:3])}. Was it saved from another configuration?")
+    load_state_strict(module, weights, what)
+
+
+# -------------------------------------------------------------------------------------------------
+# Find and load
+# -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint read into memory."""
+
+    path: Path                      # the step directory
+    step: int
+    raw_weights: dict[str, Tensor]
+    ema_weights: dict[str, Tensor]
+    state: dict[str, Any]           # what the trainer passed as train_state
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent.parent
+
+
+def _follow_latest(checkpoints: Path) -> Path:
+    pointer = checkpoints / LATEST
+    name = pointer.read_text().strip()
+    target = checkpoints / name
+    if not name or not target.is_dir():
+        raise CheckpointError(f"{pointer} points at {name!r}, which is not a checkpoint directory; "
+                              f"pass a step directory under {checkpoints} explicitly")
+    return target
+
+
+def resolve_resume(resume: str, runs_dir: str | Path, backbone: str, name: str) -> Path:
+    """``resume`` -> a step directory.
+
+    ``"latest"``: the newest run ``<runs_dir>/<backbone>/*-<name>`` that has ``checkpoints/latest``.
+    A path: a step directory, a run directory or its ``checkpoints/`` directory (its ``latest``).
+    """
+    if resume == "latest":
+        root = Path(runs_dir) / backbone
+        runs = sorted((p for p in root.glob(f"*-{name}") if (p / "checkpoints" / LATEST).is_file()),
+                      key=lambda p: p.name)
+        if not runs:
+            raise CheckpointError(f"--resume latest: no run named '*-{name}' with a checkpoints/{LATEST} "
+                                  f"pointer under {root}; pass a run or checkpoint directory instead")
+        return _follow_latest(runs[-1] / "checkpoints")
+    path = Path(resume)
+    if not path.exists():
+        raise CheckpointError(f"--resume {resume}: no such file or directory")
+    if (path / STATE_JSON).is_file() or path.name.startswith("step-"):
+        return path
+    for checkpoints in (path / "checkpoints", path):
+        if (checkpoints / LATEST).is_file():
+            return _follow_latest(checkpoints)
+    raise CheckpointError(f"--resume {resume}: not a run directory (no checkpoints/{LATEST}) "
+                          f"and not a checkpoint directory (no {STATE_JSON})")
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and verify a step directory; any missing, truncated or altered file is a CheckpointError."""
+    path = Path(path)
+    meta_path = path / STATE_JSON
+    if not meta_path.is_file():
+        raise CheckpointError(f"{path} is not a complete checkpoint: {STATE_JSON} is missing "
+                              "(the save was interrupted, or this is not a checkpoint directory)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        files, step, state_json = meta["files"], int(meta["step"]), meta["state"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{meta_path} is corrupt ({type(e).__name__}: {e})") from e
+    if meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path} has checkpoint format {meta.get('format')!r}; "
+                              f"this driftar reads format {FORMAT_VERSION}")
+    for fname in (EMA_WEIGHTS, RAW_WEIGHTS, STATE_TENSORS):
+        if fname not in files:
+            raise CheckpointError(f"{meta_path} does not list {fname}; the checkpoint is incomplete")
+    for fname, info in files.items():
+        f = path / fname
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint {path} is missing {fname}")
+        if f.stat().st_size != info["size"]:
+            raise CheckpointError(f"checkpoint file {f} is corrupt: {f.stat().st_size} bytes, "
+                                  f"expected {info['size']} (truncated or overwritten)")
+        if _sha256(f) != info["sha256"]:
+            raise CheckpointError(f"checkpoint file {f} is corrupt: its sha256 does not match {STATE_JSON}")
+    state = decode_state(state_json, load_safetensors(path / STATE_TENSORS))
+    return Checkpoint(path=path, step=step, raw_weights=load_safetensors(path / RAW_WEIGHTS),
+                      ema_weights=load_safetensors(path / EMA_WEIGHTS), state=state)

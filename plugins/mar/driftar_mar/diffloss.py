@@ -1,0 +1,208 @@
+"""MAR's per-token diffusion head: ``SimpleMLPAdaLN`` (the denoiser) and ``DiffLoss`` (the TokenHead).
+
+Follows MAR (Li et al. 2024, arXiv 2406.11838, section 3 "Diffusion Loss") and LTH14/mar
+models/diffloss.py (docs/BACKBONES.md section 2.2). Module and parameter names mirror the official
+``diffloss.net.*`` keys exactly (time_embed.mlp.0/2, cond_embed, input_proj, res_blocks.{j}.in_ln /
+mlp.0 / mlp.2 / adaLN_modulation.1, final_layer.norm_final / adaLN_modulation.1 / linear), so a
+checkpoint maps 1:1 with the prefix ``diffloss.`` -> ``head.``. The diffusion math lives in
+``driftar_mar.diffusion``; this file only wires the network to it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from driftar_mar.config import DiffLossConfig
+from driftar_mar.diffusion import NUM_TIMESTEPS, GaussianDiffusion
+
+FREQ_EMBED_DIM = 256      # sinusoidal timestep features (DiT / MAR TimestepEmbedder)
+MAX_PERIOD = 10000
+LN_EPS = 1e-6
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """AdaLN (DiT): x * (1 + scale) + shift."""
+    return x * (1 + scale) + shift
+
+
+# -------------------------------------------------------------------------------------------------
+# The denoiser network
+# -------------------------------------------------------------------------------------------------
+
+
+class TimestepEmbedder(nn.Module):
+    """Integer timesteps [N] -> sinusoidal features [N, 256] -> MLP [N, W]."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(FREQ_EMBED_DIM, width), nn.SiLU(), nn.Linear(width, width))
+
+    @staticmethod
+    def timestep_embedding(t: Tensor, dim: int = FREQ_EMBED_DIM) -> Tensor:
+        """[cos(t w_k), sin(t w_k)] with w_k = MAX_PERIOD^(-k / (dim/2)) (GLIDE / DiT). [N, dim]"""
+        half = dim // 2
+        freqs = torch.exp(-math.log(MAX_PERIOD) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t[:, None].float() * freqs[None]                                 # [N, dim/2]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)            # [N, dim]
+
+    def forward(self, t: Tensor) -> Tensor:
+        """t [N] (or [1], broadcast by the caller) -> [N, W]; the MLP runs once per distinct timestep."""
+        if t.numel() == 1:
+            return self.mlp(self.timestep_embedding(t))                         # [1, W]
+        uniq, inverse = torch.unique(t, return_inverse=True)                    # <= 1000 distinct values
+        return self.mlp(self.timestep_embedding(uniq))[inverse]                 # [N, W]
+
+
+class ResBlock(nn.Module):
+    """AdaLN residual MLP block: x + gate * MLP(modulate(LN(x), shift, scale))."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.in_ln = nn.LayerNorm(width, eps=LN_EPS)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)          # 3 x [N, W]
+        h = self.mlp(modulate(self.in_ln(x), shift, scale))                     # [N, W]
+        return x + gate * h                                                     # [N, W]
+
+
+class FinalLayer(nn.Module):
+    """Non-affine LN, AdaLN shift/scale, linear to the output channels."""
+
+    def __init__(self, width: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(width, elementwise_affine=False, eps=LN_EPS)
+        self.linear = nn.Linear(width, out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)                # 2 x [N, W]
+        return self.linear(modulate(self.norm_final(x), shift, scale))          # [N, out]
+
+
+class SimpleMLPAdaLN(nn.Module):
+    """The DiffLoss denoiser: eps (and variance) of x_t given timestep t and the AR condition z."""
+
+    def __init__(self, in_channels: int, width: int, out_channels: int, z_channels: int, depth: int):
+        super().__init__()
+        self.in_channels = in_channels
+        self.time_embed = TimestepEmbedder(width)
+        self.cond_embed = nn.Linear(z_channels, width)
+        self.input_proj = nn.Linear(in_channels, width)
+        self.res_blocks = nn.ModuleList([ResBlock(width) for _ in range(depth)])
+        self.final_layer = FinalLayer(width, out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """xavier_uniform Linear, N(0, 0.02) time MLP, zero adaLN outputs and final linear (MAR / DiT)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.time_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.time_embed.mlp[2].weight, std=0.02)
+        for block in self.res_blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
+        """x [N, c_in], t [N] or [1] (shared) original timesteps, c [N, Dz] -> [N, c_out]."""
+        x = self.input_proj(x)                                                  # [N, W]
+        y = self.time_embed(t) + self.cond_embed(c)                             # [N, W]
+        for block in self.res_blocks:
+            x = block(x, y)                                                     # [N, W]
+        return self.final_layer(x, y)                                           # [N, c_out]
+
+
+# -------------------------------------------------------------------------------------------------
+# The head
+# -------------------------------------------------------------------------------------------------
+
+
+class DiffLoss(nn.Module):
+    """MAR's Diffusion Loss as a driftar TokenHead (``loss`` to train, ``sample`` to generate).
+
+    Training uses the full 1000-step diffusion; sampling a respaced copy with ``num_sampling_steps``
+    steps (nfe). All sampling noise comes in as ``noise [N, nfe + 1, c]``.
+    """
+
+    def __init__(self, config: DiffLossConfig, z_dim: int, token_dim: int):
+        super().__init__()
+        self.config = config
+        self.in_channels = token_dim
+        self.diffusion_batch_mul = config.diffusion_batch_mul
+        self.net = SimpleMLPAdaLN(token_dim, config.width, token_dim * (2 if config.learn_sigma else 1),
+                                  z_dim, config.depth)
+        self.train_diffusion = GaussianDiffusion(NUM_TIMESTEPS, config.learn_sigma)
+        self.gen_diffusion = GaussianDiffusion(config.num_sampling_steps, config.learn_sigma, config.clip_x0)
+        self.nfe = self.gen_diffusion.num_steps
+        self.noise_shape = (self.nfe + 1, token_dim)
+
+    def loss(self, target: Tensor, z: Tensor, mask: Tensor | None = None,
+             entropy: Tensor | None = None) -> Tensor:
+        """target [N, c], z [N, D], mask [N] (1 = counts) -> scalar. ``entropy`` is unused by this head.
+
+        Each row is repeated ``diffusion_batch_mul`` times with independent t and noise (torch global
+        RNG; the trainer seeds it), and the per-row loss is mask-weighted (MAR's forward_loss). Rows
+        with mask 0 are dropped before the network runs: the same value as MAR's weighted mean on
+        all rows, without computing losses that are multiplied by zero.
+        """
+        if mask is not None:
+            keep = mask.reshape(-1) > 0
+            target, z, weight = target[keep], z[keep], mask.reshape(-1)[keep].to(target.dtype)
+        else:
+            weight = None
+        mul = self.diffusion_batch_mul
+        target, z = target.repeat(mul, 1), z.repeat(mul, 1)                     # [mul N, c], [mul N, D]
+        t = torch.randint(0, self.train_diffusion.num_steps, (target.shape[0],), device=target.device)
+        noise = torch.randn_like(target)
+        per_row = self.train_diffusion.training_losses(
+            lambda x_t, t_orig: self.net(x_t, t_orig, z), target, t, noise)     # [mul N]
+        if weight is None:
+            return per_row.mean()
+        weight = weight.repeat(mul)
+        return (per_row * weight).sum() / weight.sum().clamp_min(1e-12)
+
+    @torch.no_grad()
+    def sample(self, z: Tensor, noise: Tensor, cfg: float = 1.0, temperature: float = 1.0,
+               entropy: Tensor | None = None) -> Tensor:
+        """z [N', D] with N' = N, or 2N rows [cond; uncond] for CFG; noise [N, nfe + 1, c] -> tokens [N, c].
+
+        With CFG both halves see the same x_t (MAR's forward_with_cfg), eps is combined as
+        uncond + cfg * (cond - uncond), and the learned variance is the cond half's: MAR runs both
+        halves but keeps only the first, whose variance is the cond one.
+        """
+        n = noise.shape[0]
+        if tuple(noise.shape[1:]) != self.noise_shape:
+            raise ValueError(f"noise must be [N, {self.noise_shape[0]}, {self.noise_shape[1]}], got {list(noise.shape)}")
+        noise = noise.to(z.dtype)
+        c = self.in_channels
+        if z.shape[0] == n:
+            def net(x: Tensor, t: Tensor) -> Tensor:
+                return self.net(x, t, z)                                        # [N, 2c]
+        elif z.shape[0] == 2 * n:
+            def net(x: Tensor, t: Tensor) -> Tensor:
+                t2 = t if t.shape[0] == 1 else torch.cat([t, t])
+                out = self.net(torch.cat([x, x]), t2, z)                        # [2N, 2c]
+                cond, uncond = out[:n], out[n:]
+                eps = uncond[:, :c] + cfg * (cond[:, :c] - uncond[:, :c])       # [N, c]
+                return torch.cat([eps, cond[:, c:]], dim=-1)                    # [N, 2c]
+        else:
+            raise ValueError(f"z has {z.shape[0]} rows; expected N = {n} (noise rows) or 2N with CFG")
+        return self.gen_diffusion.p_sample_loop(net, noise, temperature)        # [N, c]
+
+
+def make_diffloss(config: DiffLossConfig | dict[str, Any], z_dim: int, token_dim: int) -> DiffLoss:
+    """Head registry factory ``factory(config, z_dim, token_dim)`` (hookspec driftar_register_heads)."""
+    if not isinstance(config, DiffLossConfig):
+        from driftar_core.config import validate
+        config = validate(DiffLossConfig, dict(config), where="diffloss")
+    return DiffLoss(config, z_dim, token_dim)
