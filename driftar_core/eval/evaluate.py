@@ -1,5 +1,6 @@
 """Score a generator against the held-out real digits: FD (next to its real-vs-real floor), precision,
-recall, class-conditional accuracy and pass counts, each as a mean and spread over sampling seeds.
+recall, density, coverage, class-conditional accuracy and pass counts, each as a mean and spread over
+sampling seeds.
 
     evaluate(bundle)                     # sample, then score (what `driftar eval` and `driftar bench` call)
     evaluate_images(images, labels)      # score any images, e.g. the real train split as a sanity check
@@ -13,6 +14,7 @@ Sample sizes (FD is biased by them; see driftar_core.eval.metrics):
 """
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from typing import Any, Callable, Sequence
@@ -21,8 +23,8 @@ import torch
 from torch import Tensor
 
 from driftar_core.eval.evaluator import DigitsClassifier, embed
-from driftar_core.eval.metrics import (class_accuracy, fd_floor, frechet_distance, precision_recall,
-                                       repeat_over_seeds)
+from driftar_core.eval.metrics import (class_accuracy, density_coverage, fd_floor, frechet_distance,
+                                       precision_recall, repeat_over_seeds)
 
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -62,16 +64,24 @@ def reference(evaluator: DigitsClassifier) -> Reference:
     return _REFERENCES[evaluator]
 
 
+@functools.lru_cache(maxsize=1)
+def default_evaluator() -> DigitsClassifier:
+    """The zoo's ``digits_evaluator.digits``, loaded once per process (kept on CPU, in eval mode)."""
+    from driftar_core.zoo import load_evaluator
+    return load_evaluator()
+
+
 def score(feats: Tensor, logits: Tensor | None, labels: Tensor | None, ref: Reference, seed: int,
           k: int = 3) -> dict[str, float]:
     """Metrics of one feature set [N, F] against the reference (one seed of the floor / train draw)."""
     precision, recall = precision_recall(ref.test_feats, feats, k=k)
+    density, coverage = density_coverage(ref.test_feats, feats, k=k)
     g = torch.Generator().manual_seed(seed)
     train_sub = torch.randperm(len(ref.train_feats), generator=g)[:len(feats)]
     out = {"fd": frechet_distance(feats, ref.test_feats),
            "fd_floor": fd_floor(ref.test_feats, ref.test_labels, seed=seed),
            "fd_train": frechet_distance(ref.train_feats[train_sub], ref.test_feats),
-           "precision": precision, "recall": recall}
+           "precision": precision, "recall": recall, "density": density, "coverage": coverage}
     if logits is not None and labels is not None:
         out["class_accuracy"] = class_accuracy(logits, labels)
     return out
@@ -89,8 +99,7 @@ def evaluate_images(images: Tensor, labels: Tensor | None = None, *, evaluator: 
     Seeds only vary the floor's split and the train draw of ``fd_train``. On the real train split
     (N = 1438) ``fd`` is near ``fd_train`` and class accuracy near the evaluator's train accuracy.
     """
-    from driftar_core.zoo import load_evaluator
-    evaluator = evaluator or load_evaluator()
+    evaluator = evaluator or default_evaluator()
     ref = reference(evaluator)
     feats, logits = embed(evaluator, images)
     spread = repeat_over_seeds(lambda s: score(feats, logits, labels, ref, s, k), seeds)
@@ -109,20 +118,22 @@ def evaluate(bundle: Any, num_samples: int | None = None, seeds: Sequence[int] =
         to ``bundle.config.sampling``.
     :param sampler: ``sampler(bundle, labels, generator=..., **sample_kwargs) -> SampleOutput``;
         default :func:`driftar_core.sampling.generate` (the plain AR loop).
-    :returns: ``fd, fd_floor, fd_train, class_accuracy, precision, recall`` (means over seeds), each with
-        ``<key>_std``; ``counts`` (mean passes per batch: backbone_passes, head_nfe, draft_passes, nfe,
-        extras such as acceptance_rate); ``per_seed``; sample sizes and settings.
+    :returns: ``fd, fd_floor, fd_train, class_accuracy, precision, recall, density, coverage`` (means
+        over seeds), each with ``<key>_std``; ``counts`` (mean passes per sampling call = per image:
+        backbone_passes, head_nfe, draft_passes, nfe, extras such as acceptance_rate); ``per_seed``;
+        sample sizes and settings.
     """
     from tqdm.auto import tqdm
 
     from driftar_core.sampling import generate
-    from driftar_core.zoo import load_evaluator
 
     sampler = sampler or generate
     sample_kwargs = dict(sample_kwargs or {})
-    evaluator = evaluator or load_evaluator()
+    evaluator = evaluator or default_evaluator()
     ref = reference(evaluator)
     n = len(ref.test_feats) if num_samples is None else num_samples
+    if n <= k:
+        raise ValueError(f"num_samples must be larger than k={k} (k-NN precision/recall), got {n}")
     labels = ref.labels(n)
     device = getattr(bundle, "device", torch.device("cpu"))
     batches = [labels[i:i + batch_size] for i in range(0, n, batch_size)]

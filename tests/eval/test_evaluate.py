@@ -54,7 +54,8 @@ class NoisyHead:
 def fake_bundle(templates_images, sigma):
     tok = PatchTokenizer()
     templates = tok.encode(templates_images)
-    return SimpleNamespace(tokenizer=tok, backbone=TemplateBackbone(templates), head=NoisyHead(templates.shape[-1], sigma),
+    return SimpleNamespace(tokenizer=tok, backbone=TemplateBackbone(templates),
+                           head=NoisyHead(templates.shape[-1], sigma),
                            config=SimpleNamespace(sampling=SamplingConfig(cfg=1.0)), device=torch.device("cpu"))
 
 
@@ -67,13 +68,16 @@ def class_means(digits):
 def test_evaluate_orders_a_good_and_a_bad_model(evaluator, class_means):
     good = evaluate(fake_bundle(class_means, 0.15), seeds=(0, 1), evaluator=evaluator, progress=False)
     bad = evaluate(fake_bundle(torch.zeros_like(class_means), 1.0), seeds=(0,), evaluator=evaluator, progress=False)
-    for key in ("fd", "fd_floor", "fd_train", "class_accuracy", "precision", "recall"):
+    for key in ("fd", "fd_floor", "fd_train", "class_accuracy", "precision", "recall", "density", "coverage"):
         assert key in good and f"{key}_std" in good
     assert good["num_samples"] == good["num_reference"] == 359
     assert good["class_accuracy"] > 0.9 and bad["class_accuracy"] < 0.3
     assert good["fd_train"] < good["fd_floor"] < good["fd"] < bad["fd"]
-    assert good["recall"] > bad["recall"]
-    assert good["counts"] == {"backbone_passes": 1, "head_nfe": 1, "draft_passes": 0, "nfe": 2}
+    # noise sits inside a few real outliers' k-NN balls (precision ~0.5); density/coverage are not fooled
+    assert good["precision"] > bad["precision"] and bad["density"] < 0.5 < good["density"]
+    assert good["coverage"] > bad["coverage"]
+    counts = {k: good["counts"][k] for k in ("backbone_passes", "head_nfe", "draft_passes", "nfe")}
+    assert counts == {"backbone_passes": 1, "head_nfe": 1, "draft_passes": 0, "nfe": 2}
     assert [r["seed"] for r in good["per_seed"]] == [0, 1] and good["fd_std"] > 0
 
 
@@ -85,7 +89,7 @@ def test_evaluate_is_reproducible_and_passes_sample_kwargs(evaluator, class_mean
     cold = evaluate(bundle, num_samples=50, seeds=(3,), evaluator=evaluator, progress=False,
                     sample_kwargs={"temperature": 0.0})  # no noise: exactly the class means
     assert cold["sample_kwargs"] == {"temperature": 0.0} and cold["class_accuracy"] == 1.0
-    assert cold["recall"] < a["recall"]
+    assert cold["coverage"] < a["coverage"]  # no noise: 10 distinct images cover few real ones
 
 
 def test_evaluate_uses_a_custom_sampler(evaluator, class_means):

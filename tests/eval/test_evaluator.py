@@ -58,7 +58,8 @@ def test_training_writes_a_loadable_zoo_entry(tmp_path):
     card = load_card(tmp_path)
     assert card.kind == "evaluator" and card.name == "digits_evaluator.digits"
     assert card.command == f"python -m driftar_core.eval.evaluator --out {tmp_path} --epochs 1"
-    assert card.num_params == model.num_params() == DigitsClassifier(EvaluatorConfig(width=4, feature_dim=8)).num_params()
+    fresh = DigitsClassifier(EvaluatorConfig(width=4, feature_dim=8))
+    assert card.num_params == model.num_params() == fresh.num_params()
     loaded = load_evaluator(card)
     assert loaded.feature_dim == 8
     assert accuracy(loaded, *_test_split())[1] == metrics["test_correct"]

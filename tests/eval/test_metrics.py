@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from driftar_core.eval.metrics import (class_accuracy, fd_floor, frechet_distance, frechet_distance_from_stats,
-                                       gaussian_stats, knn_radii, precision_recall, repeat_over_seeds,
-                                       split_halves)
+from driftar_core.eval.metrics import (class_accuracy, density_coverage, fd_floor, frechet_distance,
+                                       frechet_distance_from_stats, gaussian_stats, knn_radii, precision_recall,
+                                       repeat_over_seeds, split_halves)
 
 
 def gaussian(n, mu, std, seed):
@@ -88,6 +88,19 @@ def test_precision_recall_mode_collapse():
     fake = 0.1 * g.standard_normal((300, 2))
     precision, recall = precision_recall(real, fake, k=3)
     assert precision > 0.95 and recall < 0.55
+
+
+def test_density_coverage_extremes_and_outlier_robustness():
+    g = np.random.default_rng(13)
+    real, same = g.standard_normal((2000, 4)), g.standard_normal((2000, 4))
+    density, coverage = density_coverage(real, same, k=5)
+    assert density == pytest.approx(1.0, abs=0.1) and coverage > 0.95      # E[density] = 1 for equal laws
+    assert density_coverage(real, real + 100.0) == (0.0, 0.0)
+    # one far real outlier has a huge k-NN ball: precision counts fakes inside it, density barely does
+    real = np.concatenate([g.standard_normal((200, 2)), [[20.0, 20.0]]])   # its 3-NN ball has radius ~27
+    fake = 10.0 + 0.5 * g.standard_normal((100, 2))                        # far from every other real point
+    assert precision_recall(real, fake, k=3)[0] == 1.0
+    assert density_coverage(real, fake, k=3) == (pytest.approx(1 / 3), pytest.approx(1 / 201))
 
 
 def test_knn_radii_exclude_the_point_itself():

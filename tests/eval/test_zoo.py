@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from driftar_core.bundle import CheckpointError
+from driftar_core.hookspecs import hookimpl
 from driftar_core.zoo import ModelCard, load_card, load_evaluator, load_pretrained, save_card, sha256_file
 
 REQUIRED = ["name", "arch", "tag", "weights", "sha256", "num_params", "metrics", "command", "dataset", "license",
@@ -127,3 +128,58 @@ def test_zoo_is_discovered_through_its_entry_point():
     model = create_model("digits_evaluator.digits")
     assert model.feature_dim == 64 and not model.training
     assert load_evaluator().num_params() == model.num_params()
+
+
+# -------------------------------------------------------------------------------------------------
+# A generator card, through a fake backbone plugin registered for one test
+# -------------------------------------------------------------------------------------------------
+
+
+class _FakePlugin:
+    """Registers backbone ``fakebb`` (preset ``tiny``) whose bundle is two small linear layers."""
+
+    @staticmethod
+    def spec():
+        from pydantic import BaseModel, ConfigDict, Field
+
+        from driftar_core.config import SamplingConfig
+        from driftar_core.registry import BackboneSpec
+
+        class FakeConfig(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            width: int = 4
+            sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+        def build(config):
+            from torch import nn
+
+            from driftar_core.bundle import ModelBundle
+            from driftar_core.tokenizers.patch import PatchTokenizer
+            return ModelBundle(PatchTokenizer(), nn.Linear(4, config.width), nn.Linear(config.width, 4), config,
+                               "fakebb")
+
+        return BackboneSpec("fakebb", FakeConfig, build, presets={"tiny": {"width": 3}})
+
+    @hookimpl
+    def driftar_register_backbones(self, register):
+        register(self.spec())
+
+
+def test_generator_card_loads_and_detects_corruption(tmp_path, register_plugin):
+    import torch
+
+    from driftar_core.registry import create_model
+    from driftar_core.zoo import make_card
+    register_plugin(_FakePlugin(), "fake-zoo-test")
+    bundle = create_model("fakebb_tiny", sampling={"num_iter": 5})
+    bundle.save(tmp_path)
+    card = make_card(tmp_path, "fakebb_tiny.test", backbone="fakebb", num_params=bundle.num_params(),
+                     metrics={"fd": 1.0}, command="pytest", dataset="none")
+    loaded = load_pretrained(load_card(tmp_path), sampling={"temperature": 0.5})
+    assert loaded.arch == "fakebb_tiny" and not loaded.training
+    assert loaded.config.sampling.num_iter == 5 and loaded.config.sampling.temperature == 0.5
+    assert all(torch.equal(a, b) for a, b in zip(bundle.state_dict().values(), loaded.state_dict().values()))
+    assert sum(p.numel() for p in loaded.parameters()) == card.num_params
+    (tmp_path / "model.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes()[:-8])
+    with pytest.raises(CheckpointError, match="corrupt: sha256 mismatch"):
+        load_pretrained(load_card(tmp_path))

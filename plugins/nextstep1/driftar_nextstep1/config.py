@@ -1,0 +1,113 @@
+"""NextStep1Config: every default of the NextStep-1 model (tokenizer slot, text prompt, LLM, FM head, sampling).
+
+The defaults ARE the tiny CPU model (``nextstep1_tiny``): 16x16 digits cut into 2x2 patches (L = 64
+image tokens of c = 4 channels) after a short text prompt ("a handwritten digit three"). The
+official NextStep-1-Large sizes are a preset (``driftar_nextstep1.presets``). Sources: NextStep-1
+(StepFun 2025, arXiv 2508.10711) and stepfun-ai/NextStep-1 (nextstep/models/modeling_nextstep.py,
+modeling_fm_head.py, pipeline_nextstep.py); docs/BACKBONES.md sections 1.2, 4 and 8. Pure pydantic:
+importing this module does not import torch.
+"""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from driftar_core.config import SamplingConfig, Strict
+
+
+class FlowHeadConfig(Strict):
+    """NextStep-1's per-token flow-matching head (``image_head``): SimpleMLPAdaLN, velocity output."""
+
+    width: int = Field(128, ge=1)                # official 1536 (fm_head_dim)
+    depth: int = Field(2, ge=1)                  # official 12 (fm_head_layers); BACKBONES 8: 2 x 128 tiny
+    mlp_ratio: float = Field(1.0, gt=0)          # official 1.0 (unlike MAR's head)
+    num_sampling_steps: int = Field(20, ge=2)    # N head NFEs per token; signature default 20, examples 50
+    timesteps_shift: float = Field(1.0, gt=0)    # t' = t / (s - (s - 1) t); 1.0 for text-to-image
+    last_step_size: float = Field(0.04, gt=0, lt=1)  # the final deterministic Euler step
+    batch_mul: int = Field(4, ge=1)              # fm_head_batch_mul: each token repeated with fresh t, noise
+
+
+def _tiny_sampling() -> SamplingConfig:
+    # One token per AR step (num_iter = L = 64), constant CFG as in NextStep's examples (cfg 7.5 on
+    # 256 px text-to-image; 3.0 is a guess for digits until a trained model's sweep picks one).
+    # NextStep's own "linear" schedule DEcreases with tokens generated; driftar's cfg_at ramps up
+    # (MAR/Muse), so the faithful default is "constant".
+    return SamplingConfig(num_iter=64, cfg=3.0, cfg_schedule="constant", temperature=1.0)
+
+
+class NextStep1Config(Strict):
+    """The whole NextStep-1 model. Validated on load; unknown keys fail (extra="forbid")."""
+
+    # tokenizer (the ``patch`` tokenizer; real runs use the f8ch16 VAE latent, 2x2-patchified to c = 64)
+    img_size: int = 16                  # digits upsampled 8 -> 16 (DESIGN.md "Data")
+    channels: int = 1                   # grey digits; 16 for the f8ch16 latent
+    patch_size: int = 2                 # 2x2 patches -> L = 64 tokens of c = 4 channels
+    token_scale: float = 1.0            # tokens = patches * scale (a latent scale slot; 1.0 for pixels)
+    # NextStep's use_norm: non-affine LayerNorm over each sampled token's c dims before it is stored
+    # and fed back. It matches the channel-normalised f8ch16 latent, whose encoder already
+    # LayerNorms every token. driftar applies it to the training tokens as well (the tokenizer's
+    # encode), so the head learns in that space. Off for pixel patches: LayerNorm over 4 pixels
+    # throws away each patch's brightness and contrast, which no decoder can restore.
+    use_norm: bool = False
+
+    # text conditioning: class k -> the prompt "a handwritten digit <name k>" (driftar_nextstep1.text)
+    class_num: int = 10                 # classes with a prompt (the digits)
+    prompt_drop_prob: float = Field(0.1, ge=0, lt=1)  # prompt -> empty (negative) prompt in training (CFG)
+    vocab_size: int | None = None       # None = the word tokenizer's size; official ~152k (Qwen2.5)
+
+    # the decoder-only LLM (Qwen2.5-style Llama modules)
+    hidden_size: int = 128              # official 5120
+    num_hidden_layers: int = 4          # official 48
+    num_attention_heads: int = 4        # official 40
+    num_key_value_heads: int = 2        # GQA; official 8
+    intermediate_size: int = 352        # SwiGLU width, ~8/3 H; official 13824
+    rms_norm_eps: float = 1e-5          # official
+    rope_theta: float = 10000.0         # Qwen2.5 uses 1e6 for 131k positions; ~75 here
+    attention_bias: bool = True         # q/k/v biases (official)
+    o_attention_bias: bool = False      # no o_proj bias (official)
+    initializer_range: float = 0.02     # N(0, 0.02) Linear/Embedding init (HF PreTrainedModel)
+    use_gen_pos_embed: bool = False     # add the 2-D sin-cos table to z (official default False)
+    gen_pos_embed_grid: int | None = None  # grid of that table; None = the token grid; official 32
+
+    # loss = lm_loss_weight * text CE (aux_loss) + 1.0 * flow loss (the objective's head loss)
+    lm_loss_weight: float = Field(0.01, ge=0)
+
+    head: FlowHeadConfig = Field(default_factory=FlowHeadConfig)
+    sampling: SamplingConfig = Field(default_factory=_tiny_sampling)
+
+    @property
+    def grid(self) -> int:
+        """Token grid side (H / p)."""
+        return self.img_size // self.patch_size
+
+    @property
+    def seq_len(self) -> int:
+        """L: image tokens per image."""
+        return self.grid ** 2
+
+    @property
+    def token_dim(self) -> int:
+        """c: channels per token."""
+        return self.channels * self.patch_size ** 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @model_validator(mode="after")
+    def _check(self) -> "NextStep1Config":
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                             f"{self.num_attention_heads}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                             f"num_key_value_heads {self.num_key_value_heads} (grouped-query attention)")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim {self.head_dim} must be even (RoPE rotates pairs)")
+        if self.num_hidden_layers < 1:
+            raise ValueError("num_hidden_layers must be >= 1")
+        if self.sampling.num_iter != self.seq_len:
+            raise ValueError(f"NextStep-1 generates one token per AR step: sampling.num_iter must equal "
+                             f"L = {self.seq_len}, got {self.sampling.num_iter}")
+        return self

@@ -1,0 +1,210 @@
+"""NextStep-1's per-token flow-matching head: ``SimpleMLPAdaLN`` (the velocity net) and ``FlowMatchingHead``.
+
+Follows stepfun-ai/NextStep-1 nextstep/models/modeling_fm_head.py (BACKBONES.md 4.2). Parameter
+names equal the official ``image_head.net.*`` keys (time_embed.mlp.0/2, cond_embed, input_proj,
+res_blocks.{j}.in_ln / mlp.0 / mlp.2 / adaLN_modulation.1, final_layer.adaLN_modulation.1 / linear),
+so a checkpoint maps 1:1 with the prefix ``image_head.`` -> ``head.``. The network is MAR's
+DiffLoss AdaLN MLP design (driftar_mar.diffloss) with NextStep's differences: an mlp_ratio, a raw
+t in [0, 1] fed to the time embedder, and a velocity-only output.
+
+Time convention (BACKBONES.md 1.2; NOT TransDiff's): t = 1 is data.
+
+    x_t = t x + (1 - t) eps,   v = x - eps,   t = sigmoid(n), n ~ N(0, 1)         (training)
+
+Sampling (``FlowMatchingHead.sample``): timesteps linspace(0, 1 - last_step_size, N), warped by the
+shift s as t' = t / (s - (s - 1) t); N - 1 Euler-Maruyama steps of the SDE whose drift is
+v + (1 - t) score with score = (t v - x) / (1 - t) (the official ``get_score_from_velocity``) and
+diffusion sqrt(2 (1 - t)); then one deterministic Euler step of size ``last_step_size``. CFG is on
+the velocity: v = v_u + cfg (v_c - v_u), both halves seeing the same x_t. All noise comes in as
+``noise [N, N_steps, c]``: row 0 is the initial x, rows 1.. the Euler-Maruyama increments.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from driftar_nextstep1.config import FlowHeadConfig
+
+FREQ_EMBED_DIM = 256      # sinusoidal timestep features (official frequency_embedding_size)
+MAX_PERIOD = 10000.0
+LN_EPS = 1e-6
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """AdaLN (DiT): x * (1 + scale) + shift."""
+    return x * (1 + scale) + shift
+
+
+# -------------------------------------------------------------------------------------------------
+# The velocity network
+# -------------------------------------------------------------------------------------------------
+
+
+class TimestepEmbedder(nn.Module):
+    """Continuous t [N] in [0, 1] (fed raw, as official) -> sinusoidal [N, 256] -> MLP [N, W]."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(FREQ_EMBED_DIM, width), nn.SiLU(), nn.Linear(width, width))
+
+    @staticmethod
+    def timestep_embedding(t: Tensor, dim: int = FREQ_EMBED_DIM) -> Tensor:
+        half = dim // 2
+        freqs = torch.exp(-math.log(MAX_PERIOD) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t[:, None].float() * freqs[None]                                 # [N, dim/2]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)            # [N, dim]
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(self.timestep_embedding(t).to(self.mlp[0].weight.dtype))  # [N, W]
+
+
+class ResBlock(nn.Module):
+    """x + gate * MLP(modulate(LN(x), shift, scale)); MLP width = mlp_ratio * W."""
+
+    def __init__(self, width: int, mlp_ratio: float):
+        super().__init__()
+        inner = int(width * mlp_ratio)
+        self.in_ln = nn.LayerNorm(width, eps=LN_EPS)
+        self.mlp = nn.Sequential(nn.Linear(width, inner), nn.SiLU(), nn.Linear(inner, width))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)          # 3 x [N, W]
+        return x + gate * self.mlp(modulate(self.in_ln(x), shift, scale))       # [N, W]
+
+
+class FinalLayer(nn.Module):
+    """Non-affine LN, AdaLN shift/scale, linear to the c velocity channels."""
+
+    def __init__(self, width: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(width, elementwise_affine=False, eps=LN_EPS)
+        self.linear = nn.Linear(width, out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)                # 2 x [N, W]
+        return self.linear(modulate(self.norm_final(x), shift, scale))          # [N, c]
+
+
+class SimpleMLPAdaLN(nn.Module):
+    """v(x_t, t, z): the velocity of the token flow given the AR condition z."""
+
+    def __init__(self, token_dim: int, z_dim: int, width: int, depth: int, mlp_ratio: float):
+        super().__init__()
+        self.time_embed = TimestepEmbedder(width)
+        self.cond_embed = nn.Linear(z_dim, width)
+        self.input_proj = nn.Linear(token_dim, width)
+        self.res_blocks = nn.ModuleList([ResBlock(width, mlp_ratio) for _ in range(depth)])
+        self.final_layer = FinalLayer(width, token_dim)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """xavier_uniform Linear, N(0, 0.02) time MLP, zero adaLN outputs and final linear (official)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.time_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.time_embed.mlp[2].weight, std=0.02)
+        for block in self.res_blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: Tensor, t: Tensor, z: Tensor) -> Tensor:
+        """x [N, c], t [N] in [0, 1], z [N, D] -> v [N, c]."""
+        h = self.input_proj(x)                                                  # [N, W]
+        y = self.time_embed(t) + self.cond_embed(z)                             # [N, W]
+        for block in self.res_blocks:
+            h = block(h, y)                                                     # [N, W]
+        return self.final_layer(h, y)                                           # [N, c]
+
+
+# -------------------------------------------------------------------------------------------------
+# The head
+# -------------------------------------------------------------------------------------------------
+
+
+def sampling_timesteps(num_steps: int, shift: float, last_step_size: float) -> Tensor:
+    """linspace(0, 1 - last_step_size, N) warped by t / (s - (s - 1) t). [N] float32"""
+    t = torch.linspace(0.0, 1.0 - last_step_size, num_steps)
+    return t / (shift - (shift - 1.0) * t)
+
+
+class FlowMatchingHead(nn.Module):
+    """NextStep-1's flow-matching head as a driftar TokenHead (``loss`` to train, ``sample`` to generate)."""
+
+    def __init__(self, config: FlowHeadConfig, z_dim: int, token_dim: int):
+        super().__init__()
+        self.config, self.token_dim = config, token_dim
+        self.net = SimpleMLPAdaLN(token_dim, z_dim, config.width, config.depth, config.mlp_ratio)
+        self.nfe = config.num_sampling_steps                    # N - 1 stochastic + 1 deterministic
+        self.noise_shape = (config.num_sampling_steps, token_dim)  # x_0 + N - 1 Wiener increments
+        self.register_buffer("timesteps", sampling_timesteps(config.num_sampling_steps, config.timesteps_shift,
+                                                             config.last_step_size), persistent=False)
+
+    def loss(self, target: Tensor, z: Tensor, mask: Tensor | None = None,
+             entropy: Tensor | None = None) -> Tensor:
+        """target [N, c], z [N, D], mask [N] (1 = counts) -> scalar masked MSE on the velocity.
+
+        Rows are repeated ``batch_mul`` times (fm_head_batch_mul) with independent logit-normal t and
+        noise from the torch global RNG (the trainer seeds it). ``entropy`` is unused by this head.
+        """
+        mul = self.config.batch_mul
+        target, z = target.repeat(mul, 1), z.repeat(mul, 1)                     # [mul N, c], [mul N, D]
+        noise = torch.randn_like(target)
+        t = torch.sigmoid(torch.randn(target.shape[0], device=target.device)).to(target.dtype)  # logit-normal
+        x_t = t[:, None] * target + (1 - t[:, None]) * noise                    # t = 1 is data
+        v = self.net(x_t, t, z)                                                 # [mul N, c]
+        per_row = (v.float() - (target - noise).float()).pow(2).mean(-1)        # [mul N]
+        if mask is None:
+            return per_row.mean()
+        weight = mask.reshape(-1).to(per_row.dtype).repeat(mul)
+        return (per_row * weight).sum() / (weight.sum() + 1e-8)
+
+    @torch.no_grad()
+    def sample(self, z: Tensor, noise: Tensor, cfg: float | Tensor = 1.0, temperature: float = 1.0,
+               entropy: Tensor | None = None) -> Tensor:
+        """z [N', D] (N' = N, or 2N rows [cond; uncond] for CFG), noise [N, steps, c] -> tokens [N, c].
+
+        ``cfg`` is a float or a per-row tensor [N, 1] (speculative rounds mix positions). ``temperature``
+        scales every noise draw (NextStep has none; 1.0 is the official sampler).
+        """
+        n = noise.shape[0]
+        if tuple(noise.shape[1:]) != self.noise_shape:
+            raise ValueError(f"noise must be [N, {self.noise_shape[0]}, {self.noise_shape[1]}], got {list(noise.shape)}")
+        if z.shape[0] not in (n, 2 * n):
+            raise ValueError(f"z has {z.shape[0]} rows; expected N = {n} (noise rows) or 2N with CFG")
+        doubled = z.shape[0] == 2 * n
+        noise = noise.to(z.dtype) * temperature
+
+        def velocity(x: Tensor, t: Tensor) -> Tensor:
+            tt = t.to(z.dtype).expand(z.shape[0])                               # [N']
+            if not doubled:
+                return self.net(x, tt, z)                                       # [N, c]
+            v_c, v_u = self.net(torch.cat([x, x]), tt, z).chunk(2)              # [N, c] each
+            return v_u + cfg * (v_c - v_u)                                      # CFG on the velocity
+
+        ts = self.timesteps.to(z.device)
+        x = noise[:, 0]                                                         # [N, c] t = 0 is noise
+        for i in range(len(ts) - 1):                                            # Euler-Maruyama
+            ti, dt = ts[i], ts[i + 1] - ts[i]
+            v = velocity(x, ti)
+            score = (ti * v - x) / (1 - ti)                                     # get_score_from_velocity
+            drift = v + (1 - ti) * score
+            x = x + drift * dt + torch.sqrt(2 * (1 - ti)) * torch.sqrt(dt) * noise[:, i + 1]
+        return x + velocity(x, ts[-1]) * self.config.last_step_size            # final deterministic step
+
+
+def make_flow_head(config: FlowHeadConfig | dict[str, Any], z_dim: int, token_dim: int) -> FlowMatchingHead:
+    """Head registry factory ``factory(config, z_dim, token_dim)`` (hookspec driftar_register_heads)."""
+    if not isinstance(config, FlowHeadConfig):
+        from driftar_core.config import validate
+        config = validate(FlowHeadConfig, dict(config), where="flow head")
+    return FlowMatchingHead(config, z_dim, token_dim)
