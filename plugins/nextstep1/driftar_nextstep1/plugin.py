@@ -1,0 +1,47 @@
+"""The NextStep-1 plugin: registers the ``nextstep1`` backbone (architectures nextstep1_tiny /
+nextstep1_large), the ``flow_matching`` head and the ``nextstep1/baseline`` recipe through driftar's
+public hooks (entry point ``nextstep1`` in the ``driftar`` group), exactly as a third-party plugin would.
+
+Cheap to import: no torch here; networks are built only when a factory is called.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from driftar_core.hookspecs import hookimpl
+from driftar_core.registry import BackboneSpec
+from driftar_nextstep1.config import NextStep1Config
+from driftar_nextstep1.presets import PRESETS
+
+RECIPES = Path(__file__).parent / "recipes"
+
+
+def build(config: NextStep1Config) -> Any:
+    """``BackboneSpec.build``: driftar_nextstep1.build.build_nextstep1, imported (with torch) on first call."""
+    from driftar_nextstep1.build import build_nextstep1
+    return build_nextstep1(config)
+
+
+def make_head(config: Any, z_dim: int, token_dim: int) -> Any:
+    """Head factory ``(config, z_dim, token_dim) -> FlowMatchingHead``; config is a FlowHeadConfig or a dict."""
+    from driftar_nextstep1.flow_head import make_flow_head
+    return make_flow_head(config, z_dim, token_dim)
+
+
+@hookimpl
+def driftar_register_backbones(register: Any) -> None:
+    register(BackboneSpec(
+        name="nextstep1", config_cls=NextStep1Config, build=build, presets=PRESETS,
+        description="NextStep-1 (StepFun 2025): causal LLM over text + continuous image tokens, KV-cached "
+                    "raster decoding, per-token flow-matching head"))
+
+
+@hookimpl
+def driftar_register_heads(register: Any) -> None:
+    register("flow_matching", make_head)
+
+
+@hookimpl
+def driftar_register_recipes(register: Any) -> None:
+    register("nextstep1", "baseline", RECIPES / "baseline.toml")

@@ -1,0 +1,67 @@
+"""MARConfig validation, presets and the plugin's registrations."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from driftar_core.config import ConfigError, RunConfig, load_toml, validate
+from driftar_core.registry import Registries
+from driftar_mar import plugin
+from driftar_mar.config import MARConfig
+from driftar_mar.presets import PRESETS
+
+
+def test_defaults_are_the_tiny_digits_model():
+    cfg = MARConfig()
+    assert (cfg.seq_len, cfg.token_dim) == (64, 4)
+    assert cfg.diffloss.num_sampling_steps == 100 and cfg.diffloss.learn_sigma
+    assert cfg.label_drop_prob == 0.1 and cfg.mask_ratio_min == 0.7
+
+
+def test_unknown_key_and_bad_values_fail_with_the_key_named():
+    with pytest.raises(ConfigError, match="encoder_dpth"):
+        validate(MARConfig, {"encoder_dpth": 3}, where="model")
+    with pytest.raises(ConfigError, match="head_type"):
+        validate(MARConfig, {"head_type": "flow"}, where="model")
+    with pytest.raises(ValueError, match="divisible"):
+        MARConfig(encoder_embed_dim=30, encoder_num_heads=4)
+    with pytest.raises(ValueError, match="num_iter"):
+        MARConfig(sampling={"num_iter": 65})
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_validate(name):
+    MARConfig(**PRESETS[name])
+
+
+def test_plugin_module_does_not_import_torch():
+    code = "import sys, driftar_mar.plugin; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_hooks_register_backbone_presets_head_and_recipe():
+    reg = Registries()
+    plugin.driftar_register_backbones(reg.backbone_callback("mar"))
+    plugin.driftar_register_heads(reg.named_callback(reg.heads, "mar"))
+    plugin.driftar_register_recipes(reg.recipe_callback("mar"))
+    assert reg.models.names("mar_*") == ["mar_base", "mar_huge", "mar_large", "mar_tiny"]
+    bundle = reg.models.get("mar_tiny").factory()
+    assert bundle.arch == "mar_tiny" and bundle.backbone_name == "mar"
+    head = reg.heads.get("diffloss")({"depth": 1, "width": 16, "num_sampling_steps": 5}, 8, 4)
+    assert head.nfe == 5 and head.noise_shape == (6, 4)
+    recipe = reg.recipes.get("mar/baseline")
+    run = validate(RunConfig, load_toml(recipe.path))
+    assert run.backbone == "mar" and run.model.arch == "mar_tiny"
+
+
+def test_base_param_count_on_meta_device():
+    """MAR-B/L/H with diffloss: 207.9M / 478.3M / 942.4M (docs/BACKBONES.md section 0), no memory used."""
+    from driftar_mar.build import build_mar
+    expected = {"base": 207.9e6, "large": 478.3e6, "huge": 942.4e6}
+    for name, n in expected.items():
+        with torch.device("meta"):
+            bundle = build_mar(MARConfig(**PRESETS[name]))
+        assert abs(bundle.num_params() - n) < 0.05e6, name
