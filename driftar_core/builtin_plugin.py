@@ -25,6 +25,16 @@ def _imagefolder(split: str = "train", image_size: int = 16, root: str | None = 
     return ImageFolderDataset(root=root, split=split, image_size=image_size)
 
 
+def _drift_decoder(config: Any, z_dim: int, token_dim: int) -> Any:
+    from driftar_core.method.drift_decoder import DriftDecoder
+    return DriftDecoder(token_dim, z_dim, config)
+
+
+@hookimpl
+def driftar_register_heads(register: Any) -> None:
+    register("drift", _drift_decoder)
+
+
 @hookimpl
 def driftar_register_tokenizers(register: Any) -> None:
     register("patch", _patch_tokenizer)

@@ -90,6 +90,8 @@ OBJECTIVES: dict[str, ObjectiveFactory] = {"baseline": BaselineObjective.from_co
 def make_objective(run_config: Any, bundle: nn.Module) -> TrainObjective:
     """The objective for ``run_config.recipe``; an unknown recipe fails with the known ones."""
     name = run_config.recipe
+    if name == "drift":
+        import driftar_core.method.objective  # noqa: F401  (registers OBJECTIVES["drift"])
     if name not in OBJECTIVES:
         raise ConfigError(f"unknown training recipe {name!r} (recipe=...); known: {', '.join(sorted(OBJECTIVES))}")
     return OBJECTIVES[name](run_config, bundle)

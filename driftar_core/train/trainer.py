@@ -78,7 +78,12 @@ def resolved_config(run_config: Any, bundle: nn.Module) -> dict[str, Any]:
 
 
 def build_bundle(run_config: Any) -> nn.Module:
-    """``create_model(model.arch, **model.args)``, then ``model.init_from`` weights (bundle or run dir)."""
+    """``create_model(model.arch, **model.args)``, then ``model.init_from`` weights (bundle or run dir).
+
+    For the ``drift`` recipe, ``init_from`` is the trained BASELINE: its tokenizer and backbone load
+    strictly, its head (a different one) is dropped, and the drift components (frozen phi, draft) are
+    then copied from the loaded target (Drift-AR starts from a trained backbone, METHOD.md 1.10).
+    """
     from driftar_core.registry import create_model
     bundle = create_model(run_config.model.arch, **run_config.model.args)
     src = run_config.model.init_from
@@ -89,7 +94,19 @@ def build_bundle(run_config: Any) -> nn.Module:
             weights = load_safetensors(d / "model.safetensors")
         else:
             weights = create_model(src).state_dict()            # a zoo name (arch.tag)
-        load_weights(bundle, weights, f"model.init_from={src}")
+        if run_config.recipe == "drift":
+            from driftar_core.method.objective import prepare_drift
+            keep = ("backbone.", "tokenizer.")
+            own = {k: v for k, v in bundle.state_dict().items() if not k.startswith(keep)}
+            weights = {**own, **{k: v for k, v in weights.items() if k.startswith(keep)}}
+            load_weights(bundle, weights, f"model.init_from={src} (backbone)")
+            prepare_drift(bundle)
+        else:
+            load_weights(bundle, weights, f"model.init_from={src}")
+    elif run_config.recipe == "drift":
+        from driftar_core.config import ConfigError
+        raise ConfigError("the drift recipe starts from a trained baseline: set model.init_from to a baseline "
+                          "run directory or zoo name (driftar train --backbone mar does this for you)")
     return bundle
 
 

@@ -21,6 +21,11 @@ def test_defaults_are_the_tiny_digits_model():
     assert cfg.label_drop_prob == 0.1 and cfg.mask_ratio_min == 0.7
 
 
+def test_partial_sampling_override_keeps_the_model_defaults():
+    cfg = MARConfig(sampling={"num_iter": 8})
+    assert cfg.sampling.num_iter == 8 and cfg.sampling.cfg == MARConfig().sampling.cfg
+
+
 def test_unknown_key_and_bad_values_fail_with_the_key_named():
     with pytest.raises(ConfigError, match="encoder_dpth"):
         validate(MARConfig, {"encoder_dpth": 3}, where="model")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from driftar_core.config import SamplingConfig, Strict
 
@@ -23,7 +23,12 @@ class DiffLossConfig(Strict):
     num_sampling_steps: int = 100       # respaced DDPM steps at sampling (MAR passes the string "100")
     diffusion_batch_mul: int = 4        # each token repeated with independent t and noise (MAR)
     learn_sigma: bool = True            # learned-range variance + hybrid VLB loss (MAR); False = fixed-large
-    clip_x0: float | None = None        # clip predicted x0 to [-v, v] at sampling; MAR: off (None)
+    # Clip the predicted x0 to [-v, v] (token units) at sampling. MAR's latents: off (None, the paper
+    # presets). The tiny head needs it: the first respaced step (t = 999, abar = 2.4e-9) multiplies
+    # eps errors by ~316, and a head trained for minutes still has eps RMS error ~0.04 there, so
+    # unclipped samples reach |x| ~ 1e3-1e4, learned variance or not (docs/PROBE_DRIFT_HEAD.md
+    # pitfall; measured on the digits toy). Pixel tokens live in [-1, 1] * token_scale.
+    clip_x0: float | None = 1.0
 
     @model_validator(mode="after")
     def _check(self) -> "DiffLossConfig":
@@ -74,6 +79,15 @@ class MARConfig(Strict):
     diffloss: DiffLossConfig = Field(default_factory=DiffLossConfig)
 
     sampling: SamplingConfig = Field(default_factory=_tiny_sampling)
+
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _keep_model_sampling_defaults(cls, value: object) -> object:
+        # A partial override ({"num_iter": 8}) keeps this model's other sampling defaults (cfg, ...)
+        # instead of falling back to SamplingConfig's generic ones.
+        if isinstance(value, dict):
+            return {**_tiny_sampling().model_dump(), **value}
+        return value
 
     @property
     def seq_len(self) -> int:

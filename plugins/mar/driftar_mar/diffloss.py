@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from driftar_core.config import validate
 from driftar_mar.config import DiffLossConfig
 from driftar_mar.diffusion import NUM_TIMESTEPS, GaussianDiffusion
 
@@ -203,6 +204,5 @@ class DiffLoss(nn.Module):
 def make_diffloss(config: DiffLossConfig | dict[str, Any], z_dim: int, token_dim: int) -> DiffLoss:
     """Head registry factory ``factory(config, z_dim, token_dim)`` (hookspec driftar_register_heads)."""
     if not isinstance(config, DiffLossConfig):
-        from driftar_core.config import validate
         config = validate(DiffLossConfig, dict(config), where="diffloss")
     return DiffLoss(config, z_dim, token_dim)

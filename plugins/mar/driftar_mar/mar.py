@@ -277,7 +277,11 @@ class MAR(nn.Module):
                         orders=self.sample_orders(B, generator), num_iter=num_iter, cfg=cfg)
 
     def plan(self, state: MARState) -> list[Step]:
-        """MAR's cosine schedule over each sample's order: step k generates orders[:, n_{k+1}:n_k]."""
+        """MAR's cosine schedule over each sample's order: step k generates orders[:, n_{k+1}:n_k].
+
+        progress = (L - n_{k+1}) / L, the fraction known after the step (1.0 after the last one; MAR's
+        code clamps the last n to 1 before its CFG ramp, giving (L - 1) / L there).
+        """
         if not bool(state.mask.all()):
             raise ValueError("plan() expects a fresh state (nothing committed yet)")
         steps, masked = [], self.seq_len

@@ -20,7 +20,7 @@ def paper_preset(dim: int, depth: int, heads: int, head_depth: int, head_width: 
         "encoder_embed_dim": dim, "encoder_depth": depth, "encoder_num_heads": heads,
         "decoder_embed_dim": dim, "decoder_depth": depth, "decoder_num_heads": heads,
         "attn_dropout": 0.1, "proj_dropout": 0.1,
-        "diffloss": {"depth": head_depth, "width": head_width},
+        "diffloss": {"depth": head_depth, "width": head_width, "clip_x0": None},  # MAR: no clipping
         "sampling": {"num_iter": 256, "cfg": cfg, "cfg_schedule": "linear", "temperature": 1.0},
     }
 

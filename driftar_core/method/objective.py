@@ -1,0 +1,107 @@
+"""The Drift-AR training objective (Eq. 9-10), generic over backbones with a per-token drift head.
+
+    tokens = tokenizer.encode(images)                       # [B, L, c]
+    z, mask, E = backbone.forward_train(tokens, labels)     # E: penultimate-block entropy, same forward
+    L_drift = head.loss(tokens, z, mask, E)                 # Eq. 8 on G >= 16 samples per token
+    L_draft = draft.loss(sg z, sg E)                        # Eq. 3 + draft-target entropy alignment
+    L = alpha(t) * L_draft + (1 - alpha(t)) * L_drift       # Eq. 9; alpha 0.95 -> 0 over 80% of steps
+    phase II (t >= 0.8 T): backbone and draft frozen (no grad), L = L_drift    (Eq. 10)
+
+Training starts from a trained baseline (``model.init_from``); ``prepare_drift`` then copies the
+frozen feature map phi and the draft's blocks from that trained target (METHOD.md 1.2, DESIGN.md).
+The draft sees only stop-gradient target features, so in phase I the backbone is trained by the
+drift loss alone; with Adam, alpha then mostly re-weights two disjoint parameter sets.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from driftar_core.config import Strict, validate
+from driftar_core.method.schedule import TwoPhaseSchedule
+from driftar_core.train.objective import OBJECTIVES, Metrics, TrainObjective
+
+
+class DriftARMethodConfig(Strict):
+    """``[method]`` of the ``drift`` recipe."""
+
+    alpha0: float = 0.95                 # Eq. 10 (official default)
+    freeze_fraction: float = 0.8         # T_freeze / T (official default)
+    max_tokens: int | None = 1024        # drift-loss tokens per step (random subset of the loss tokens);
+                                         # the head runs G of them each, so this bounds the step cost
+    train_draft: bool = True             # Eq. 3 draft regression + entropy alignment
+
+
+def prepare_drift(bundle: nn.Module) -> None:
+    """Copy phi and the draft from the (just loaded) trained target; the backbone knows its own blocks."""
+    init = getattr(bundle.backbone, "init_drift_components", None)
+    if init is None:
+        raise TypeError(f"backbone {type(bundle.backbone).__name__} cannot provide Drift-AR components "
+                        "(it has no init_drift_components(bundle) method)")
+    init(bundle)
+
+
+class DriftARObjective(TrainObjective):
+    # phase II runs the backbone and draft without gradient: DDP must allow unused parameters
+    find_unused_parameters = True
+
+    def __init__(self, bundle: nn.Module, config: DriftARMethodConfig):
+        super().__init__(bundle)
+        self.config = config
+        if getattr(bundle.head, "nfe", None) != 1:
+            raise ValueError("the drift recipe needs a model with the 1-NFE drift head "
+                             "(e.g. model.arch=mar_tiny_drift), got a head with nfe="
+                             f"{getattr(bundle.head, 'nfe', '?')}")
+
+    def schedule(self) -> TwoPhaseSchedule:
+        return TwoPhaseSchedule(total=max(self.total_steps, 1), alpha0=self.config.alpha0,
+                                freeze_fraction=self.config.freeze_fraction)
+
+    def _subsample(self, mask: Tensor) -> Tensor:
+        """Keep at most max_tokens of the loss tokens (uniformly at random, global torch RNG)."""
+        k = self.config.max_tokens
+        flat = mask.flatten()
+        idx = torch.nonzero(flat > 0).flatten()
+        if k is None or len(idx) <= k:
+            return flat
+        keep = idx[torch.randperm(len(idx), device=idx.device)[:k]]
+        out = torch.zeros_like(flat)
+        out[keep] = flat[keep]
+        return out
+
+    def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Metrics]:
+        bundle, sched = self.bundle, self.schedule()
+        phase2 = sched.phase(self.step) == 2
+        alpha = sched.alpha(self.step)
+        with torch.no_grad():
+            tokens = bundle.tokenizer.encode(images)                          # [B, L, c]
+        with torch.set_grad_enabled(not phase2):
+            out = bundle.backbone.forward_train(tokens, labels)               # z [B, L, D], E [B, L]
+        z, ent = out.z, out.entropy
+        if phase2:
+            z, ent = z.detach(), None if ent is None else ent.detach()
+        mask = self._subsample(out.loss_mask)                                 # [B L]
+        ent_flat = None if ent is None else ent.flatten()
+        ent_glob = None if ent is None else ent.mean(1, keepdim=True).expand_as(ent).flatten()  # image mean of E
+        terms = bundle.head.loss_terms(tokens.flatten(0, 1), z.flatten(0, 1), mask, ent_flat,
+                                       entropy_global=ent_glob)
+        metrics: Metrics = {"drift_loss": terms.loss.detach(), "alpha": torch.tensor(alpha)}
+        metrics.update({k: v.detach() for k, v in terms.monitors.items()})
+        if ent is not None:
+            metrics["entropy_mean"] = ent.mean().detach()
+            metrics["entropy_std"] = ent.std().detach()                       # 0 = the official code's collapse
+        loss = terms.loss if phase2 else (1.0 - alpha) * terms.loss
+        if self.config.train_draft and bundle.draft is not None and not phase2:
+            d = bundle.draft.loss_terms(z.detach(), None if ent is None else ent.detach())
+            loss = loss + alpha * d["loss"]
+            metrics.update({f"draft_{k}" if not k.startswith("draft") else k: v.detach() for k, v in d.items()})
+        return loss, metrics
+
+    @classmethod
+    def from_config(cls, run_config: Any, bundle: nn.Module) -> "DriftARObjective":
+        return cls(bundle, validate(DriftARMethodConfig, run_config.method, where="method"))
+
+
+OBJECTIVES["drift"] = DriftARObjective.from_config
