@@ -50,5 +50,18 @@ def train(backbone: str, recipe: str | None, config_file: str | None, overrides:
         click.echo(json.dumps({"run": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json")}, indent=2))
         return
     from driftar_core.train import train as run_training
+    if cfg.recipe == "drift" and cfg.model.init_from is None and resume is None:
+        # Drift-AR starts from a trained baseline: train it first (or pass --set model.init_from=...)
+        shared = tuple(o for o in overrides if o.startswith(BASELINE_SHARED))
+        base_cfg, _ = resolve_configs(backbone, "baseline", None, shared)
+        click.echo(f"[1/2] training the {backbone} baseline (reuse one with --set model.init_from=RUN_DIR|ZOO_NAME)")
+        base_dir = run_training(base_cfg)
+        click.echo(f"baseline run directory: {base_dir}")
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"init_from": str(base_dir)})})
+        click.echo(f"[2/2] Drift-AR from {base_dir}")
     run_dir = run_training(cfg, resume=resume)
     click.echo(f"run directory: {run_dir}")
+
+
+# overrides that also apply to the baseline run the drift recipe trains first
+BASELINE_SHARED = ("train.runs_dir", "train.seed", "train.device", "train.threads", "data.")

@@ -73,7 +73,7 @@ class DriftARObjective(TrainObjective):
 
     def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Metrics]:
         bundle, sched = self.bundle, self.schedule()
-        phase2 = sched.phase(self.step) == 2
+        phase2 = sched.phase(self.step) == "II"
         alpha = sched.alpha(self.step)
         with torch.no_grad():
             tokens = bundle.tokenizer.encode(images)                          # [B, L, c]

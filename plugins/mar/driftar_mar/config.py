@@ -1,7 +1,7 @@
 """MARConfig: every default of the MAR model (tokenizer slot, backbone, DiffLoss head, sampling).
 
 The defaults ARE the tiny CPU model (``mar_tiny``): 16x16 digits cut into 2x2 patches (L = 64 tokens of
-c = 4 channels). The paper's sizes are presets in ``driftar_mar.build.PRESETS``. Sources: MAR
+c = 4 channels). The paper's sizes are presets in ``driftar_mar.presets.PRESETS``. Sources: MAR
 (Li et al. 2024, arXiv 2406.11838) and the official code LTH14/mar (models/mar.py, models/diffloss.py,
 main_mar.py); docs/BACKBONES.md sections 2 and 8. Pure pydantic: importing this module does not
 import torch, so the plugin module can register the config class cheaply.
@@ -13,13 +13,15 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from driftar_core.config import SamplingConfig, Strict
+from driftar_core.method.draft import DraftConfig
+from driftar_core.method.drift_decoder import DriftDecoderConfig
 
 
 class DiffLossConfig(Strict):
     """MAR's per-token DDPM head (``diffloss``): SimpleMLPAdaLN + a 1000-step cosine IDDPM."""
 
     depth: int = 3                      # res blocks; official B/L/H 6/8/12, README recipe 3
-    width: int = 128                    # official 1024/1280/1536; 128 matches the probe's head
+    width: int = 96                     # official 1024/1280/1536; the head is most of the CPU step
     num_sampling_steps: int = 100       # respaced DDPM steps at sampling (MAR passes the string "100")
     diffusion_batch_mul: int = 4        # each token repeated with independent t and noise (MAR)
     learn_sigma: bool = True            # learned-range variance + hybrid VLB loss (MAR); False = fixed-large
@@ -38,8 +40,9 @@ class DiffLossConfig(Strict):
 
 
 def _tiny_sampling() -> SamplingConfig:
-    # K = 16 AR steps for L = 64 tokens (the demo's 64 for 256 tokens, scaled by L); linear CFG ramp
-    # and temperature 1 as the MAR README's eval setting. cfg chosen on digits (see recipes/baseline.toml).
+    # K = 16 AR steps for L = 64 tokens (the demo's 64 for 256 tokens, scaled by L; K = 64 was no
+    # better on digits); linear CFG ramp and temperature 1 as the MAR README's eval setting; cfg 3 as
+    # MAR-B/L/H's 2.9-3.2 (2 and 5 were as class-correct on digits; 0.8 gives smoother strokes).
     return SamplingConfig(num_iter=16, cfg=3.0, cfg_schedule="linear", temperature=1.0)
 
 
@@ -57,12 +60,13 @@ class MARConfig(Strict):
     label_drop_prob: float = 0.1        # class embedding -> fake_latent during training (CFG)
     buffer_size: int = 4                # class-embedding slots before the tokens; official 64
 
-    # encoder / decoder (pre-LN ViT blocks, timm naming)
-    encoder_embed_dim: int = 128
+    # encoder / decoder (pre-LN ViT blocks, timm naming); official B/L/H 768/1024/1280 wide, 12/16/20 deep.
+    # 96 wide, 2 + 2 deep is what 2 CPU cores train to class-correct digits in ~8 minutes.
+    encoder_embed_dim: int = 96
     encoder_depth: int = 2
     encoder_num_heads: int = 4
-    decoder_embed_dim: int = 128
-    decoder_depth: int = 2
+    decoder_embed_dim: int = 96
+    decoder_depth: int = 2              # >= 2 so the entropy block (penultimate) is not the last one
     decoder_num_heads: int = 4
     mlp_ratio: float = 4.0
     # Official 0.1. The tiny run is a few thousand steps on ~1.4k images and is still under-fitting
@@ -75,8 +79,13 @@ class MARConfig(Strict):
     mask_ratio_min: float = 0.7
 
     # head
-    head_type: Literal["diffloss"] = "diffloss"  # the Drift-AR decoder adds "drift"
+    head_type: Literal["diffloss", "drift"] = "diffloss"  # "drift": the Drift-AR 1-NFE decoder (mar_tiny_drift)
     diffloss: DiffLossConfig = Field(default_factory=DiffLossConfig)
+    # Drift-AR (used when head_type == "drift"): decoder width 128 x 3 blocks as the probe's head;
+    # max one token per condition per step is the per-token form (METHOD.md 1.7, PROBE_DRIFT_HEAD.md)
+    drift: DriftDecoderConfig = Field(default_factory=lambda: DriftDecoderConfig(width=128, depth=3))
+    # draft (Eq. 3) over decoder features: 1 block copied from the trained target's first decoder block
+    draft: DraftConfig = Field(default_factory=lambda: DraftConfig(dim=96, depth=1, num_heads=4))
 
     sampling: SamplingConfig = Field(default_factory=_tiny_sampling)
 
@@ -107,6 +116,9 @@ class MARConfig(Strict):
             dim, heads = getattr(self, f"{name}_embed_dim"), getattr(self, f"{name}_num_heads")
             if dim % heads:
                 raise ValueError(f"{name}_embed_dim {dim} is not divisible by {name}_num_heads {heads}")
+        if self.head_type == "drift" and self.draft.dim != self.decoder_embed_dim:
+            raise ValueError(f"draft.dim ({self.draft.dim}) must equal decoder_embed_dim "
+                             f"({self.decoder_embed_dim}): the draft runs on the target's features z")
         if self.decoder_depth < 1:
             raise ValueError("decoder_depth must be >= 1 (the entropy comes from a decoder block)")
         if not 0.0 < self.mask_ratio_min <= 1.0:
