@@ -53,6 +53,7 @@ class StepOutput:
 
     z: "Tensor"
     entropy: "Tensor | None" = None
+    entropy_global: "Tensor | None" = None  # [B'] image-level E (mean over all positions), Entropy-AdaLN's global input
 
 
 @dataclass

@@ -12,6 +12,7 @@ reproduces a run and a speculative sampler can hand the draft and the target the
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,6 +51,14 @@ def gather_positions(x: Tensor, positions: Tensor) -> Tensor:
     return torch.gather(x, 1, idx)
 
 
+def global_entropy(head: Any, out: Any, n: int) -> dict[str, Tensor]:
+    """``entropy_global`` [B' n] for heads that take it (Drift-AR's Entropy-AdaLN global pathway)."""
+    eg = getattr(out, "entropy_global", None)
+    if eg is None or "entropy_global" not in inspect.signature(head.sample).parameters:
+        return {}
+    return {"entropy_global": eg[:, None].expand(-1, n).reshape(-1)}
+
+
 @torch.no_grad()
 def generate(bundle: Any, cond: Any, *, num_iter: int | None = None, cfg: float | None = None,
              cfg_schedule: CfgSchedule | None = None, temperature: float | None = None,
@@ -84,7 +93,7 @@ def generate(bundle: Any, cond: Any, *, num_iter: int | None = None, cfg: float 
         ent = None if out.entropy is None else out.entropy.reshape(-1)
         eps = gather_positions(noise, step.positions).flatten(0, 1)   # [B n, k, c]
         tokens = head.sample(z, eps, cfg=cfg_at(cfg, step.progress, cfg_schedule),
-                             temperature=temperature, entropy=ent)    # [B n, c]
+                             temperature=temperature, entropy=ent, **global_entropy(head, out, n))  # [B n, c]
         counts.head_nfe += head.nfe
         counts.extra["backbone_s"] += t1 - t0
         counts.extra["head_s"] += time.perf_counter() - t1

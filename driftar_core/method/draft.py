@@ -39,25 +39,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from pydantic import Field
 from torch import Tensor, nn
 
-from driftar_core.config import Strict
+from driftar_core.method.configs import DraftConfig  # noqa: F401  (re-export)
 from driftar_core.method.entropy import attention_entropy
-
-
-class DraftConfig(Strict):
-    """Every default of the draft model (the backbone's model config embeds and overrides it)."""
-
-    dim: int = Field(256, ge=1)             # must equal the target's feature width D
-    depth: int = Field(2, ge=1)             # official: 6 of 24-40 target blocks; tiny targets have ~4-8
-    num_heads: int = Field(4, ge=1)         # must equal the target's heads to copy its blocks
-    mlp_ratio: float = Field(4.0, gt=0)     # timm / MAR ViT blocks
-    qkv_bias: bool = True                   # MAR's blocks use qkv_bias=True
-    norm_eps: float = 1e-6                  # MAR's LayerNorm eps
-    token_dim: int | None = None            # c for the EAGLE-style token input; None = features only
-    entropy_weight: float = Field(1.0, ge=0)  # lambda of L_ent; official L_reg + L_ent weigh 1:1 (Eq. 9)
-    smooth_l1_beta: float = Field(1.0, gt=0)  # SmoothL1 transition point (torch default)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -66,37 +66,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from driftar_core.config import Strict
-from driftar_core.method.drift_loss import TEMPERATURES, DriftLoss, drift_loss
-from driftar_core.method.prior import SIGMA_MAX, TAU_SIGMA, EntropyPrior
+from driftar_core.method.configs import DriftDecoderConfig  # noqa: F401  (re-export)
+from driftar_core.method.drift_loss import DriftLoss, drift_loss
+from driftar_core.method.prior import EntropyPrior
 
 FeatureMap = Callable[[Tensor], Tensor]
-
-
-class DriftDecoderConfig(Strict):
-    """Every default of the per-token drift decoder (the backbone's model config embeds and overrides it)."""
-
-    width: int = Field(256, ge=1)          # W; probe: 128 for 4-dim tokens; MAR's head is 1024 on ImageNet
-    depth: int = Field(3, ge=1)            # residual AdaLN blocks; MAR's default head depth, the probe's 3
-    num_generated: int = Field(16, ge=2)   # G per token: 8 was clearly worse than 16 (PROBE_DRIFT_HEAD.md)
-    temperatures: tuple[float, ...] = TEMPERATURES  # drift kernel R_list (METHOD.md 2.3)
-    sigma_max: float = Field(SIGMA_MAX, gt=0)       # Eq. 6, official default
-    tau: float = Field(TAU_SIGMA, gt=0)             # Eq. 6, official default
-    sigma_min: float = Field(0.1, ge=0)    # floor on sigma(E) (DESIGN.md); safe with eps_input (module docstring)
-    raw_weight: float = Field(1.0, ge=0)   # drift term in raw token space
-    phi_weight: float = Field(1.0, ge=0)   # drift term in the frozen phi feature space (when installed)
-    eps_input: bool = True                 # also feed eps itself (zero-init ``noise_proj``); see the module docstring
-    zero_init_output: bool = False         # MAR zero-inits the output Linear; the probe's drift head did not
-    norm_eps: float = 1e-6                 # LayerNorm eps (MAR)
-
-    @model_validator(mode="after")
-    def _sigma_range(self) -> "DriftDecoderConfig":
-        if self.sigma_min > self.sigma_max:
-            raise ValueError(f"sigma_min ({self.sigma_min}) must not exceed sigma_max ({self.sigma_max})")
-        return self
 
 
 # -------------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ not, and neither do we.
 """
 from __future__ import annotations
 
+from driftar_core.method.configs import TEMPERATURES  # noqa: F401  (one source of defaults)
+
 import math
 from dataclasses import dataclass
 
@@ -44,7 +46,6 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-TEMPERATURES = (0.02, 0.05, 0.2)   # METHOD.md 1.12 / 2.3, R_list of the drifting recipe
 SELF_MASK = 100.0                  # added to the normalised self-distance (METHOD.md 2.3 step 3)
 SCALE_FLOOR = 1e-3                 # global distance scale s >= 1e-3 (METHOD.md 2.7)
 RMS_FLOOR = 1e-8                   # per-temperature force RMS floor (METHOD.md 2.3 step 4)

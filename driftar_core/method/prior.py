@@ -21,13 +21,13 @@ The decoder G then maps x0 to the token in one pass (method/drift_decoder.py).
 """
 from __future__ import annotations
 
+from driftar_core.method.configs import SIGMA_MAX, TAU_SIGMA  # noqa: F401  (one source of defaults)
+
 import math
 
 import torch
 from torch import Tensor, nn
 
-SIGMA_MAX = 0.5     # METHOD.md 1.12, official default
-TAU_SIGMA = 2.0     # METHOD.md 1.12, official default (near-linear map)
 E_MAX = 1.0         # causal-normalised entropy lies in [0, 1] (Eq. 4)
 MISSING_ENTROPY = 1.0  # a backbone built without entropy: treat every position as maximally uncertain
 

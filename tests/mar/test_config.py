@@ -52,7 +52,7 @@ def test_hooks_register_backbone_presets_head_and_recipe():
     plugin.driftar_register_backbones(reg.backbone_callback("mar"))
     plugin.driftar_register_heads(reg.named_callback(reg.heads, "mar"))
     plugin.driftar_register_recipes(reg.recipe_callback("mar"))
-    assert reg.models.names("mar_*") == ["mar_base", "mar_huge", "mar_large", "mar_tiny"]
+    assert reg.models.names("mar_*") == ["mar_base", "mar_huge", "mar_large", "mar_tiny", "mar_tiny_drift"]
     bundle = reg.models.get("mar_tiny").factory()
     assert bundle.arch == "mar_tiny" and bundle.backbone_name == "mar"
     head = reg.heads.get("diffloss")({"depth": 1, "width": 16, "num_sampling_steps": 5}, 8, 4)
@@ -60,6 +60,8 @@ def test_hooks_register_backbone_presets_head_and_recipe():
     recipe = reg.recipes.get("mar/baseline")
     run = validate(RunConfig, load_toml(recipe.path))
     assert run.backbone == "mar" and run.model.arch == "mar_tiny"
+    drift = validate(RunConfig, load_toml(reg.recipes.get("mar/drift").path))
+    assert drift.recipe == "drift" and drift.model.arch == "mar_tiny_drift"
 
 
 def test_base_param_count_on_meta_device():

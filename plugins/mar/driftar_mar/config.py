@@ -13,8 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from driftar_core.config import SamplingConfig, Strict
-from driftar_core.method.draft import DraftConfig
-from driftar_core.method.drift_decoder import DriftDecoderConfig
+from driftar_core.method.configs import DraftConfig, DriftDecoderConfig
 
 
 class DiffLossConfig(Strict):

@@ -309,7 +309,8 @@ class MAR(nn.Module):
             positions = torch.cat([positions, positions])                       # [2B, n]
         z, entropy = self.forward_mae(tokens, mask, class_embedding)            # [B', L, Dd], [B', L]
         z = torch.gather(z, 1, positions[..., None].expand(-1, -1, z.shape[-1]))  # [B', n, Dd]
-        return StepOutput(z=z, entropy=torch.gather(entropy, 1, positions))     # [B', n]
+        return StepOutput(z=z, entropy=torch.gather(entropy, 1, positions),     # [B', n]
+                          entropy_global=entropy.mean(1))                      # [B'] image mean of E
 
     def commit(self, state: MARState, positions: Tensor, tokens: Tensor) -> None:
         """Write tokens [B, n, c] at positions [B, n]; they become visible to later steps."""

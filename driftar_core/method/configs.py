@@ -1,0 +1,49 @@
+"""Configs of the Drift-AR components, torch-free so that plugin modules can import them cheaply
+(``driftar plugins`` and ``driftar --help`` never import torch). Every default lives here.
+"""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from driftar_core.config import Strict
+
+TEMPERATURES = (0.02, 0.05, 0.2)   # METHOD.md 1.12 / 2.3, R_list of the drifting recipe
+SIGMA_MAX = 0.5     # METHOD.md 1.12, official default
+TAU_SIGMA = 2.0     # METHOD.md 1.12, official default (near-linear map)
+
+
+class DriftDecoderConfig(Strict):
+    """Every default of the per-token drift decoder (the backbone's model config embeds and overrides it)."""
+
+    width: int = Field(256, ge=1)          # W; probe: 128 for 4-dim tokens; MAR's head is 1024 on ImageNet
+    depth: int = Field(3, ge=1)            # residual AdaLN blocks; MAR's default head depth, the probe's 3
+    num_generated: int = Field(16, ge=2)   # G per token: 8 was clearly worse than 16 (PROBE_DRIFT_HEAD.md)
+    temperatures: tuple[float, ...] = TEMPERATURES  # drift kernel R_list (METHOD.md 2.3)
+    sigma_max: float = Field(SIGMA_MAX, gt=0)       # Eq. 6, official default
+    tau: float = Field(TAU_SIGMA, gt=0)             # Eq. 6, official default
+    sigma_min: float = Field(0.1, ge=0)    # floor on sigma(E) (DESIGN.md); safe with eps_input (module docstring)
+    raw_weight: float = Field(1.0, ge=0)   # drift term in raw token space
+    phi_weight: float = Field(1.0, ge=0)   # drift term in the frozen phi feature space (when installed)
+    eps_input: bool = True                 # also feed eps itself (zero-init ``noise_proj``); see the module docstring
+    zero_init_output: bool = False         # MAR zero-inits the output Linear; the probe's drift head did not
+    norm_eps: float = 1e-6                 # LayerNorm eps (MAR)
+
+    @model_validator(mode="after")
+    def _sigma_range(self) -> "DriftDecoderConfig":
+        if self.sigma_min > self.sigma_max:
+            raise ValueError(f"sigma_min ({self.sigma_min}) must not exceed sigma_max ({self.sigma_max})")
+        return self
+
+
+class DraftConfig(Strict):
+    """Every default of the draft model (the backbone's model config embeds and overrides it)."""
+
+    dim: int = Field(256, ge=1)             # must equal the target's feature width D
+    depth: int = Field(2, ge=1)             # official: 6 of 24-40 target blocks; tiny targets have ~4-8
+    num_heads: int = Field(4, ge=1)         # must equal the target's heads to copy its blocks
+    mlp_ratio: float = Field(4.0, gt=0)     # timm / MAR ViT blocks
+    qkv_bias: bool = True                   # MAR's blocks use qkv_bias=True
+    norm_eps: float = 1e-6                  # MAR's LayerNorm eps
+    token_dim: int | None = None            # c for the EAGLE-style token input; None = features only
+    entropy_weight: float = Field(1.0, ge=0)  # lambda of L_ent; official L_reg + L_ent weigh 1:1 (Eq. 9)
+    smooth_l1_beta: float = Field(1.0, gt=0)  # SmoothL1 transition point (torch default)
