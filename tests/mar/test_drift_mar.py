@@ -54,7 +54,7 @@ def test_phase_one_trains_everything_phase_two_only_the_decoder(tokens):
     b = drift_bundle().train()
     prepare_drift(b)
     images = b.tokenizer.decode(tokens[0])
-    obj = DriftARObjective(b, DriftARMethodConfig(max_tokens=64))
+    obj = DriftARObjective(b, DriftARMethodConfig(max_tokens=64, train_backbone=True))
     obj.set_progress(0, 100)                                  # phase I, alpha = 0.95
     loss, metrics = obj(images, tokens[1])
     loss.backward()
@@ -69,6 +69,17 @@ def test_phase_one_trains_everything_phase_two_only_the_decoder(tokens):
     assert float(metrics["alpha"]) == 0.0 and "draft_reg" not in metrics
     assert all(g is None for g in _grads(b.backbone)) and all(g is None for g in _grads(b.draft))
     assert any(g is not None and g.abs().sum() > 0 for g in _grads(b.head))
+
+
+def test_default_recipe_keeps_the_trained_backbone_fixed(tokens):
+    b = drift_bundle().train()
+    prepare_drift(b)
+    obj = DriftARObjective(b, DriftARMethodConfig(max_tokens=64))
+    obj.set_progress(0, 100)
+    loss, _ = obj(b.tokenizer.decode(tokens[0]), tokens[1])
+    loss.backward()
+    assert all(g is None for g in _grads(b.backbone))
+    assert any(g is not None and g.abs().sum() > 0 for g in _grads(b.draft))
 
 
 def test_drift_recipe_starts_from_a_baseline_backbone(tmp_path):
