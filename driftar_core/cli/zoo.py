@@ -34,3 +34,43 @@ def zoo_info(name: str) -> None:
     data = card.model_dump(mode="json")
     data["path"] = str(card.weights_path)
     click.echo(json.dumps(data, indent=2))
+
+
+@zoo.command("publish")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--name", required=True, help="arch.tag name of the entry, e.g. mar_tiny.digits.")
+@click.option("--out", "out_root", default="zoo/driftar_zoo/models", show_default=True, type=click.Path(file_okay=False))
+@click.option("--command", "made_by", required=True, help="The exact command that trained the run (goes on the card).")
+@click.option("--eval-samples", type=int, default=None, help="Images per seed for the card's metrics (default 359).")
+@click.option("--eval-seeds", default=3, show_default=True)
+@click.option("--notes", default="", help="Free text for the card.")
+def zoo_publish(run: str, name: str, out_root: str, made_by: str, eval_samples: int | None, eval_seeds: int,
+                notes: str) -> None:
+    """Copy RUN's final model into the zoo, measure it with `driftar eval`, and write its card."""
+    from pathlib import Path
+
+    from driftar_core.bench import default_sampler
+    from driftar_core.eval.evaluate import evaluate
+    from driftar_core.resolve import find_model_dir, load_model
+    from driftar_core.zoo import make_card
+    src = find_model_dir(run)
+    arch, _, tag = name.partition(".")
+    bundle = load_model(str(src))
+    if bundle.arch != arch:
+        raise click.BadParameter(f"the run's model is {bundle.arch!r}, not {arch!r}", param_hint="--name")
+    report = evaluate(bundle, num_samples=eval_samples, seeds=tuple(range(eval_seeds)), sampler=default_sampler(bundle))
+    keys = ("fd", "fd_std", "fd_floor", "fd_train", "class_accuracy", "class_accuracy_std", "precision", "recall",
+            "density", "coverage")
+    metrics = {k: round(float(report[k]), 4) for k in keys if report.get(k) is not None}
+    metrics.update({f"{k}_per_image": v for k, v in report.get("counts", {}).items() if k in ("backbone_passes", "head_nfe", "nfe")})
+    metrics["eval_samples"] = report.get("num_samples", eval_samples)
+    dest = Path(out_root) / name
+    bundle.save(dest)
+    card = make_card(dest, name, num_params=bundle.num_params(), metrics=metrics, command=made_by,
+                     dataset="digits (scikit-learn, 16x16, train split of driftar_core.data.digits)",
+                     backbone=bundle.backbone_name, notes=notes)
+    (dest / "README.md").write_text(
+        f"# {name}\n\n{notes}\n\nMade by:\n\n```bash\n{made_by}\ndriftar zoo publish RUN --name {name} --command '...'\n```\n\n"
+        f"Parameters: {card.num_params:,}. Metrics (driftar eval, {eval_seeds} seeds, mean):\n\n"
+        + "\n".join(f"- {k}: {v}" for k, v in metrics.items()) + "\n")
+    click.echo(f"published {name} to {dest}: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
