@@ -64,6 +64,7 @@ class OptimSection(Strict):
     warmup_steps: int = 100                     # linear warmup, then constant (MAR's default schedule)
     grad_clip: float = 3.0                      # MAR's clip
     ema_decay: float = 0.999                    # MAR uses 0.9999 over ~10^6 steps; short runs need less
+    ema_warmup: bool = False                    # decay min(ema_decay, (1+t)/(10+t)) (timm-style warmup)
 
 
 class TrainSection(Strict):

@@ -152,7 +152,7 @@ class Trainer:
                                                   find_unused_parameters=self.objective.find_unused_parameters)
         self.params = [p for p in self.objective.parameters() if p.requires_grad]
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
-        self.ema = EMA(self.bundle, cfg.optim.ema_decay)   # after setup: DDP has synced the weights
+        self.ema = EMA(self.bundle, cfg.optim.ema_decay, cfg.optim.ema_warmup)   # after setup: DDP has synced the weights
         self.step, self.lr = 0, self.optimizer.param_groups[0]["lr"]
         if ckpt is not None:
             self.ema.load_state_dict(ckpt.ema_weights)
@@ -243,7 +243,7 @@ class Trainer:
         self.lr = self.optimizer.param_groups[0]["lr"]         # the LR this update uses (logged)
         self.optimizer.step()
         self.scheduler.step()
-        self.ema.update(self.bundle)
+        self.ema.update(self.bundle, self.step)
         return {"loss": loss.detach(), "grad_norm": grad_norm.detach(), **metrics}
 
     def _after_step(self, window: _Window, bar: Any) -> _Window:

@@ -145,3 +145,20 @@ def test_grid_layout():
     px = np.asarray(img)
     assert px[0, 0] == 0 and px[-1, -1] == 255                              # first image -1, last +1
     assert grid_image(torch.zeros(4, 3, 8, 8), rows=2).mode == "RGB"
+
+
+def test_ema_warmup_forgets_the_initial_weights():
+    from torch import nn
+
+    from driftar_core.train.ema import EMA
+    plain, warm = EMA(nn.Linear(2, 2), 0.999), EMA(nn.Linear(2, 2), 0.999, warmup=True)
+    assert plain.decay_at(0) == 0.999
+    assert warm.decay_at(0) == 0.1 and warm.decay_at(10 ** 6) == 0.999
+    model = nn.Linear(2, 2)
+    warm = EMA(model, 0.999, warmup=True)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for t in range(100):
+        warm.update(model, t)
+    # the product of the decays is ~1e-2 after 100 warm-up steps (a plain 0.999 EMA keeps 90% of the init)
+    assert torch.allclose(warm.module.weight, torch.ones(2, 2), atol=0.05)
