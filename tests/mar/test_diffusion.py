@@ -15,7 +15,9 @@ def test_cosine_schedule_matches_iddpm():
     assert float(betas.max()) == pytest.approx(0.999) and float(betas[0]) > 0
     abar = torch.cumprod(1 - betas, 0)
     # IDDPM Eq. 17: abar_t = f(t) / f(0), f(t) = cos^2((t/T + s) / (1 + s) * pi/2); exact before the clip
-    f = lambda t: math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+    def f(t: float) -> float:
+        return math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+
     assert float(abar[499]) == pytest.approx(f(500) / f(0), rel=1e-9)
 
 
@@ -49,7 +51,10 @@ def test_zero_eps_sampler_telescopes_to_x_T_over_sqrt_abar():
 def test_noise_tensor_is_the_only_randomness():
     diff = GaussianDiffusion(8)
     w = torch.randn(4, 8)
-    net = lambda x, t: torch.tanh(x @ w) * 0.1
+
+    def net(x, t):
+        return torch.tanh(x @ w) * 0.1
+
     noise = torch.randn(6, 9, 4)
     a, b = diff.p_sample_loop(net, noise), diff.p_sample_loop(net, noise.clone())
     assert torch.equal(a, b)

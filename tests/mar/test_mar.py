@@ -104,7 +104,8 @@ def test_plan_partitions_tokens_on_the_cosine_schedule(bundle, num_iter):
     assert torch.equal(every.sort(1).values, torch.arange(L).expand(5, L))  # each position exactly once
     masked, expected = L, []
     for k in range(num_iter):                                            # MAR: floor(L cos(pi/2 (k+1)/K)), clamped
-        nxt = 0 if k == num_iter - 1 else max(1, min(masked - 1, math.floor(L * math.cos(math.pi / 2 * (k + 1) / num_iter))))
+        cosine = math.floor(L * math.cos(math.pi / 2 * (k + 1) / num_iter))
+        nxt = 0 if k == num_iter - 1 else max(1, min(masked - 1, cosine))
         expected.append(masked - nxt)
         masked = nxt
     assert [s.positions.shape[1] for s in steps] == expected and min(expected) >= 1
@@ -191,7 +192,8 @@ def official_mar_keys(depth: int, head_depth: int) -> set[str]:
             "encoder_pos_embed_learned", "encoder_norm.weight", "encoder_norm.bias", "decoder_embed.weight",
             "decoder_embed.bias", "mask_token", "decoder_pos_embed_learned", "decoder_norm.weight", "decoder_norm.bias",
             "diffusion_pos_embed_learned"}
-    block = [f"{m}.{p}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2") for p in ("weight", "bias")]
+    modules = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+    block = [f"{m}.{p}" for m in modules for p in ("weight", "bias")]
     for part in ("encoder_blocks", "decoder_blocks"):
         keys |= {f"{part}.{i}.{k}" for i in range(depth) for k in block}
     head = [f"{m}.{p}" for m in ("time_embed.mlp.0", "time_embed.mlp.2", "cond_embed", "input_proj",

@@ -183,7 +183,8 @@ class DiffLoss(nn.Module):
         """
         n = noise.shape[0]
         if tuple(noise.shape[1:]) != self.noise_shape:
-            raise ValueError(f"noise must be [N, {self.noise_shape[0]}, {self.noise_shape[1]}], got {list(noise.shape)}")
+            k, c = self.noise_shape
+            raise ValueError(f"noise must be [N, {k}, {c}], got {list(noise.shape)}")
         noise = noise.to(z.dtype)
         c = self.in_channels
         if z.shape[0] == n:

@@ -124,7 +124,8 @@ def cosine_mask_lengths(seq_len: int, num_iter: int) -> list[int]:
         raise ValueError(f"num_iter must be in [1, {seq_len}] for {seq_len} tokens, got {num_iter}")
     lengths, masked = [], seq_len
     for k in range(num_iter):
-        nxt = 0 if k == num_iter - 1 else max(1, min(masked - 1, math.floor(seq_len * math.cos(math.pi / 2 * (k + 1) / num_iter))))
+        cosine = math.floor(seq_len * math.cos(math.pi / 2 * (k + 1) / num_iter))
+        nxt = 0 if k == num_iter - 1 else max(1, min(masked - 1, cosine))
         lengths.append(nxt)
         masked = nxt
     return lengths
