@@ -71,43 +71,14 @@ from torch import Tensor, nn
 from driftar_core.method.configs import DriftDecoderConfig  # noqa: F401  (re-export)
 from driftar_core.method.drift_loss import DriftLoss, drift_loss
 from driftar_core.method.prior import EntropyPrior
+from driftar_core.nn.adaln import FinalLayer, ResBlock, modulate
 
 FeatureMap = Callable[[Tensor], Tensor]
 
 
 # -------------------------------------------------------------------------------------------------
-# Blocks (MAR's SimpleMLPAdaLN, no time embedding)
+# Entropy-AdaLN pathways (the AdaLN MLP blocks come from driftar_core.nn.adaln)
 # -------------------------------------------------------------------------------------------------
-
-
-def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    return h * (1 + scale) + shift
-
-
-class ResBlock(nn.Module):
-    """h + gate * MLP(modulate(LN(h), shift, scale)); (shift, scale, gate) from the condition y."""
-
-    def __init__(self, width: int, eps: float):
-        super().__init__()
-        self.in_ln = nn.LayerNorm(width, eps=eps)
-        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
-
-    def forward(self, h: Tensor, y: Tensor) -> Tensor:
-        shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)   # [M, (1,) W] each
-        return h + gate * self.mlp(modulate(self.in_ln(h), shift, scale))  # [M, (G,) W]
-
-
-class FinalLayer(nn.Module):
-    def __init__(self, width: int, out_dim: int, eps: float):
-        super().__init__()
-        self.norm_final = nn.LayerNorm(width, elementwise_affine=False, eps=eps)
-        self.linear = nn.Linear(width, out_dim)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-
-    def forward(self, h: Tensor, y: Tensor) -> Tensor:
-        shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)          # [M, (1,) W] each
-        return self.linear(modulate(self.norm_final(h), shift, scale))    # [M, (G,) c]
 
 
 def scalar_mlp(width: int, out_dim: int) -> nn.Sequential:
@@ -149,7 +120,7 @@ class DriftDecoder(nn.Module):
         self.cond_embed = nn.Linear(z_dim, W)
         self.entropy_global = scalar_mlp(W, W)            # Entropy-AdaLN, global pathway
         self.entropy_spatial = scalar_mlp(W, 2 * W)       # Entropy-AdaLN, spatial pathway
-        self.res_blocks = nn.ModuleList(ResBlock(W, cfg.norm_eps) for _ in range(cfg.depth))
+        self.res_blocks = nn.ModuleList(ResBlock(W, eps=cfg.norm_eps) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(W, token_dim, cfg.norm_eps)
         self._init_weights()
         self.__dict__["phi"] = None                       # frozen feature map, deliberately unregistered

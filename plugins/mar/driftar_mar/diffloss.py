@@ -9,81 +9,19 @@ checkpoint maps 1:1 with the prefix ``diffloss.`` -> ``head.``. The diffusion ma
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from driftar_core.config import validate
+from driftar_core.nn.adaln import FinalLayer, ResBlock, TimestepEmbedder
 from driftar_mar.config import DiffLossConfig
 from driftar_mar.diffusion import NUM_TIMESTEPS, GaussianDiffusion
 
-FREQ_EMBED_DIM = 256      # sinusoidal timestep features (DiT / MAR TimestepEmbedder)
-MAX_PERIOD = 10000
-LN_EPS = 1e-6
-
-
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """AdaLN (DiT): x * (1 + scale) + shift."""
-    return x * (1 + scale) + shift
-
-
 # -------------------------------------------------------------------------------------------------
-# The denoiser network
+# The denoiser network (blocks: driftar_core.nn.adaln, shared with the other per-token heads)
 # -------------------------------------------------------------------------------------------------
-
-
-class TimestepEmbedder(nn.Module):
-    """Integer timesteps [N] -> sinusoidal features [N, 256] -> MLP [N, W]."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(FREQ_EMBED_DIM, width), nn.SiLU(), nn.Linear(width, width))
-
-    @staticmethod
-    def timestep_embedding(t: Tensor, dim: int = FREQ_EMBED_DIM) -> Tensor:
-        """[cos(t w_k), sin(t w_k)] with w_k = MAX_PERIOD^(-k / (dim/2)) (GLIDE / DiT). [N, dim]"""
-        half = dim // 2
-        freqs = torch.exp(-math.log(MAX_PERIOD) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-        args = t[:, None].float() * freqs[None]                                 # [N, dim/2]
-        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)            # [N, dim]
-
-    def forward(self, t: Tensor) -> Tensor:
-        """t [N] (or [1], broadcast by the caller) -> [N, W]; the MLP runs once per distinct timestep."""
-        if t.numel() == 1:
-            return self.mlp(self.timestep_embedding(t))                         # [1, W]
-        uniq, inverse = torch.unique(t, return_inverse=True)                    # <= 1000 distinct values
-        return self.mlp(self.timestep_embedding(uniq))[inverse]                 # [N, W]
-
-
-class ResBlock(nn.Module):
-    """AdaLN residual MLP block: x + gate * MLP(modulate(LN(x), shift, scale))."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.in_ln = nn.LayerNorm(width, eps=LN_EPS)
-        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
-
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)          # 3 x [N, W]
-        h = self.mlp(modulate(self.in_ln(x), shift, scale))                     # [N, W]
-        return x + gate * h                                                     # [N, W]
-
-
-class FinalLayer(nn.Module):
-    """Non-affine LN, AdaLN shift/scale, linear to the output channels."""
-
-    def __init__(self, width: int, out_channels: int):
-        super().__init__()
-        self.norm_final = nn.LayerNorm(width, elementwise_affine=False, eps=LN_EPS)
-        self.linear = nn.Linear(width, out_channels)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)                # 2 x [N, W]
-        return self.linear(modulate(self.norm_final(x), shift, scale))          # [N, out]
 
 
 class SimpleMLPAdaLN(nn.Module):

@@ -20,74 +20,17 @@ the velocity: v = v_u + cfg (v_c - v_u), both halves seeing the same x_t. All no
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from driftar_core.nn.adaln import FinalLayer, ResBlock, TimestepEmbedder
 from driftar_nextstep1.config import FlowHeadConfig
 
-FREQ_EMBED_DIM = 256      # sinusoidal timestep features (official frequency_embedding_size)
-MAX_PERIOD = 10000.0
-LN_EPS = 1e-6
-
-
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """AdaLN (DiT): x * (1 + scale) + shift."""
-    return x * (1 + scale) + shift
-
-
 # -------------------------------------------------------------------------------------------------
-# The velocity network
+# The velocity network (blocks: driftar_core.nn.adaln, shared with the other per-token heads)
 # -------------------------------------------------------------------------------------------------
-
-
-class TimestepEmbedder(nn.Module):
-    """Continuous t [N] in [0, 1] (fed raw, as official) -> sinusoidal [N, 256] -> MLP [N, W]."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(FREQ_EMBED_DIM, width), nn.SiLU(), nn.Linear(width, width))
-
-    @staticmethod
-    def timestep_embedding(t: Tensor, dim: int = FREQ_EMBED_DIM) -> Tensor:
-        half = dim // 2
-        freqs = torch.exp(-math.log(MAX_PERIOD) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-        args = t[:, None].float() * freqs[None]                                 # [N, dim/2]
-        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)            # [N, dim]
-
-    def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(self.timestep_embedding(t).to(self.mlp[0].weight.dtype))  # [N, W]
-
-
-class ResBlock(nn.Module):
-    """x + gate * MLP(modulate(LN(x), shift, scale)); MLP width = mlp_ratio * W."""
-
-    def __init__(self, width: int, mlp_ratio: float):
-        super().__init__()
-        inner = int(width * mlp_ratio)
-        self.in_ln = nn.LayerNorm(width, eps=LN_EPS)
-        self.mlp = nn.Sequential(nn.Linear(width, inner), nn.SiLU(), nn.Linear(inner, width))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
-
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)          # 3 x [N, W]
-        return x + gate * self.mlp(modulate(self.in_ln(x), shift, scale))       # [N, W]
-
-
-class FinalLayer(nn.Module):
-    """Non-affine LN, AdaLN shift/scale, linear to the c velocity channels."""
-
-    def __init__(self, width: int, out_channels: int):
-        super().__init__()
-        self.norm_final = nn.LayerNorm(width, elementwise_affine=False, eps=LN_EPS)
-        self.linear = nn.Linear(width, out_channels)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)                # 2 x [N, W]
-        return self.linear(modulate(self.norm_final(x), shift, scale))          # [N, c]
 
 
 class SimpleMLPAdaLN(nn.Module):
