@@ -159,7 +159,8 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for row in report["results"]:
-        ax.scatter(row["latency_ms_b1"], row["fd"] if row["fd"] is not None else 0, s=40)
+        ax.errorbar(row["latency_ms_b1"], row["fd"] if row["fd"] is not None else 0, yerr=row.get("fd_std"),
+                    fmt="o", ms=6, capsize=3)                         # FD spread over sampling seeds
         ax.annotate(row["model"], (row["latency_ms_b1"], row["fd"] or 0), textcoords="offset points", xytext=(5, 5), fontsize=8)
     floors = [r["fd_floor"] for r in report["results"] if r["fd_floor"] is not None]
     if floors:
