@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["nextstep1_fixtures"]   # make_bundle: the tiny randomised NextStep-1 (tests/nextstep1_fixtures.py)
+
 
 def pytest_configure(config):
     # The suite's models are tiny: on 2 cores, one intra-op thread avoids OpenMP oversubscription

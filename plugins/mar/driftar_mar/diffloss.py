@@ -15,50 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from driftar_core.config import validate
-from driftar_core.nn.adaln import FinalLayer, ResBlock, TimestepEmbedder
+from driftar_core.nn.adaln import SimpleMLPAdaLN
 from driftar_mar.config import DiffLossConfig
 from driftar_mar.diffusion import NUM_TIMESTEPS, GaussianDiffusion
 
-# -------------------------------------------------------------------------------------------------
-# The denoiser network (blocks: driftar_core.nn.adaln, shared with the other per-token heads)
-# -------------------------------------------------------------------------------------------------
-
-
-class SimpleMLPAdaLN(nn.Module):
-    """The DiffLoss denoiser: eps (and variance) of x_t given timestep t and the AR condition z."""
-
-    def __init__(self, in_channels: int, width: int, out_channels: int, z_channels: int, depth: int):
-        super().__init__()
-        self.in_channels = in_channels
-        self.time_embed = TimestepEmbedder(width)
-        self.cond_embed = nn.Linear(z_channels, width)
-        self.input_proj = nn.Linear(in_channels, width)
-        self.res_blocks = nn.ModuleList([ResBlock(width) for _ in range(depth)])
-        self.final_layer = FinalLayer(width, out_channels)
-        self.initialize_weights()
-
-    def initialize_weights(self) -> None:
-        """xavier_uniform Linear, N(0, 0.02) time MLP, zero adaLN outputs and final linear (MAR / DiT)."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.time_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.time_embed.mlp[2].weight, std=0.02)
-        for block in self.res_blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
-        """x [N, c_in], t [N] or [1] (shared) original timesteps, c [N, Dz] -> [N, c_out]."""
-        x = self.input_proj(x)                                                  # [N, W]
-        y = self.time_embed(t) + self.cond_embed(c)                             # [N, W]
-        for block in self.res_blocks:
-            x = block(x, y)                                                     # [N, W]
-        return self.final_layer(x, y)                                           # [N, c_out]
 
 
 # -------------------------------------------------------------------------------------------------

@@ -25,48 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from driftar_core.nn.adaln import FinalLayer, ResBlock, TimestepEmbedder
+from driftar_core.nn.adaln import SimpleMLPAdaLN
 from driftar_nextstep1.config import FlowHeadConfig
 
-# -------------------------------------------------------------------------------------------------
-# The velocity network (blocks: driftar_core.nn.adaln, shared with the other per-token heads)
-# -------------------------------------------------------------------------------------------------
-
-
-class SimpleMLPAdaLN(nn.Module):
-    """v(x_t, t, z): the velocity of the token flow given the AR condition z."""
-
-    def __init__(self, token_dim: int, z_dim: int, width: int, depth: int, mlp_ratio: float):
-        super().__init__()
-        self.time_embed = TimestepEmbedder(width)
-        self.cond_embed = nn.Linear(z_dim, width)
-        self.input_proj = nn.Linear(token_dim, width)
-        self.res_blocks = nn.ModuleList([ResBlock(width, mlp_ratio) for _ in range(depth)])
-        self.final_layer = FinalLayer(width, token_dim)
-        self.initialize_weights()
-
-    def initialize_weights(self) -> None:
-        """xavier_uniform Linear, N(0, 0.02) time MLP, zero adaLN outputs and final linear (official)."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.time_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.time_embed.mlp[2].weight, std=0.02)
-        for block in self.res_blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    def forward(self, x: Tensor, t: Tensor, z: Tensor) -> Tensor:
-        """x [N, c], t [N] in [0, 1], z [N, D] -> v [N, c]."""
-        h = self.input_proj(x)                                                  # [N, W]
-        y = self.time_embed(t) + self.cond_embed(z)                             # [N, W]
-        for block in self.res_blocks:
-            h = block(h, y)                                                     # [N, W]
-        return self.final_layer(h, y)                                           # [N, c]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -86,7 +47,7 @@ class FlowMatchingHead(nn.Module):
     def __init__(self, config: FlowHeadConfig, z_dim: int, token_dim: int):
         super().__init__()
         self.config, self.token_dim = config, token_dim
-        self.net = SimpleMLPAdaLN(token_dim, z_dim, config.width, config.depth, config.mlp_ratio)
+        self.net = SimpleMLPAdaLN(token_dim, config.width, token_dim, z_dim, config.depth, config.mlp_ratio)
         self.nfe = config.num_sampling_steps                    # N - 1 stochastic + 1 deterministic
         self.noise_shape = (config.num_sampling_steps, token_dim)  # x_0 + N - 1 Wiener increments
         self.register_buffer("timesteps", sampling_timesteps(config.num_sampling_steps, config.timesteps_shift,

@@ -11,14 +11,6 @@ SMALL = dict(img_size=8, hidden_size=32, num_hidden_layers=3, num_attention_head
              sampling={"num_iter": 16, "cfg": 2.0, "cfg_schedule": "constant"})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def make_bundle():
     """``make_bundle(seed=0, dtype=float32, **config overrides)`` -> a randomised tiny bundle in eval mode."""
