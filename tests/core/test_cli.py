@@ -92,3 +92,22 @@ def test_imagefolder_dataset(tmp_path):
     assert x.shape == (1, 16, 16) and -1 <= x.min() and x.max() <= 1 and y == 1
     with pytest.raises(ValueError, match="data.root"):
         registries().datasets.get("imagefolder")(split="train", image_size=16, root=None)
+
+
+def test_default_mar_job_trains_the_baseline_then_drift_from_it(monkeypatch, tmp_path, capsys):
+    """`driftar train --backbone mar` = baseline recipe, then the drift recipe with init_from = that run."""
+    import driftar_core.train as train_pkg
+    calls = []
+
+    def fake_train(cfg, resume=None):
+        calls.append((cfg.recipe, cfg.model.arch, cfg.model.init_from, cfg.train.seed))
+        return tmp_path / f"run-{len(calls)}"
+
+    monkeypatch.setattr(train_pkg, "train", fake_train)
+    code, out, err = run(["train", "--backbone", "mar", "--set", "train.seed=7", "--set", "method.max_tokens=64"], capsys)
+    assert code == 0, err
+    assert calls == [("baseline", "mar_tiny", None, 7), ("drift", "mar_tiny_drift", str(tmp_path / "run-1"), 7)]
+    calls.clear()
+    code, _, err = run(["train", "--backbone", "mar", "--set", "model.init_from=mar_tiny.digits"], capsys)
+    assert code == 0, err
+    assert calls == [("drift", "mar_tiny_drift", "mar_tiny.digits", 0)]      # reuse: no baseline run
