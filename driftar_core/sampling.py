@@ -51,10 +51,15 @@ def gather_positions(x: Tensor, positions: Tensor) -> Tensor:
     return torch.gather(x, 1, idx)
 
 
-def global_entropy(head: Any, out: Any, n: int) -> dict[str, Tensor]:
-    """``entropy_global`` [B' n] for heads that take it (Drift-AR's Entropy-AdaLN global pathway)."""
+def takes_global_entropy(head: Any) -> bool:
+    """Whether ``head.sample`` has Drift-AR's Entropy-AdaLN global input ``entropy_global``."""
+    return "entropy_global" in inspect.signature(head.sample).parameters
+
+
+def global_entropy(out: Any, n: int, wanted: bool) -> dict[str, Tensor]:
+    """``entropy_global`` [B' n] (the image-level E of this forward, per token) when the head takes it."""
     eg = getattr(out, "entropy_global", None)
-    if eg is None or "entropy_global" not in inspect.signature(head.sample).parameters:
+    if eg is None or not wanted:
         return {}
     return {"entropy_global": eg[:, None].expand(-1, n).reshape(-1)}
 
@@ -82,6 +87,7 @@ def generate(bundle: Any, cond: Any, *, num_iter: int | None = None, cfg: float 
     state = backbone.new_state(cond, num_iter=num_iter, cfg=use_cfg, generator=generator)
     if noise is None:
         noise = draw_noise(head, B, L, generator, device)
+    use_global = takes_global_entropy(head)
     counts = PassCounts(extra={"backbone_s": 0.0, "head_s": 0.0})    # wall time per stage (bench)
     for step in backbone.plan(state):
         t0 = time.perf_counter()
@@ -93,7 +99,7 @@ def generate(bundle: Any, cond: Any, *, num_iter: int | None = None, cfg: float 
         ent = None if out.entropy is None else out.entropy.reshape(-1)
         eps = gather_positions(noise, step.positions).flatten(0, 1)   # [B n, k, c]
         tokens = head.sample(z, eps, cfg=cfg_at(cfg, step.progress, cfg_schedule),
-                             temperature=temperature, entropy=ent, **global_entropy(head, out, n))  # [B n, c]
+                             temperature=temperature, entropy=ent, **global_entropy(out, n, use_global))  # [B n, c]
         counts.head_nfe += head.nfe
         counts.extra["backbone_s"] += t1 - t0
         counts.extra["head_s"] += time.perf_counter() - t1

@@ -3,17 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from driftar_mar.build import build_mar
 from driftar_mar.config import MARConfig
-
-# Smaller than mar_tiny so every test runs in well under a second on CPU; same code paths.
-SMALL = dict(
-    encoder_embed_dim=32, encoder_depth=1, encoder_num_heads=2,
-    decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=2,
-    buffer_size=2, diffloss=dict(depth=2, width=32, num_sampling_steps=10),
-    sampling=dict(num_iter=4, cfg=1.0),
-)
+from mar_small import SMALL  # tests/mar/mar_small.py
 
 
 @pytest.fixture(autouse=True)

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 import torch
-
-from driftar_core.config import ConfigError, RunConfig, load_toml, validate
-from driftar_core.registry import Registries
 from driftar_mar import plugin
 from driftar_mar.config import MARConfig
 from driftar_mar.presets import PRESETS
+
+from driftar_core.config import ConfigError, RunConfig, load_toml, validate
+from driftar_core.registry import Registries
 
 
 def test_defaults_are_the_tiny_digits_model():

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import torch
-
-from driftar_core.interfaces import TokenHead
 from driftar_mar.config import DiffLossConfig
 from driftar_mar.diffloss import DiffLoss
+
+from driftar_core.interfaces import TokenHead
 
 
 def make(depth=2, width=32, steps=10, **kw) -> DiffLoss:

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-
 from driftar_mar.diffusion import GaussianDiffusion, cosine_betas, space_timesteps
 
 

@@ -3,14 +3,17 @@ baseline -> drift start through the trainer."""
 from __future__ import annotations
 
 import torch
-
-from driftar_core.config import RunConfig
-from driftar_core.method.objective import DriftARMethodConfig, DriftARObjective, prepare_drift
-from driftar_core.sampling import generate
 from driftar_mar.build import build_mar
 from driftar_mar.config import MARConfig
+from mar_small import SMALL
 
-from conftest import SMALL  # tests/mar/conftest.py (rootdir-relative import)
+from driftar_core.config import RunConfig
+from driftar_core.method.objective import (
+    DriftARMethodConfig,
+    DriftARObjective,
+    prepare_drift,
+)
+from driftar_core.sampling import generate
 
 DRIFT = dict(SMALL, head_type="drift", drift=dict(width=32, depth=2, num_generated=16),
              draft=dict(dim=32, depth=1, num_heads=2))

@@ -5,14 +5,14 @@ import math
 
 import pytest
 import torch
-
-from driftar_core.interfaces import ARBackbone
-from driftar_core.method.entropy import attention_entropy
-from driftar_core.sampling import generate
 from driftar_mar.build import build_mar
 from driftar_mar.config import MARConfig
 from driftar_mar.mar import cosine_mask_lengths
 from driftar_mar.presets import PRESETS
+
+from driftar_core.interfaces import ARBackbone
+from driftar_core.method.entropy import attention_entropy
+from driftar_core.sampling import generate
 
 L, C = 64, 4
 
