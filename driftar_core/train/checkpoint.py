@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from driftar_core.bundle import (CheckpointError, atomic_write_text, load_safetensors, load_state_strict,
-                                 save_safetensors)
+from driftar_core.bundle import (CheckpointError, atomic_write_text, load_safetensors, save_safetensors)
 
 FORMAT_VERSION = 1
 LATEST = "latest"
@@ -162,17 +161,6 @@ def save_checkpoint(checkpoints: Path, step: int, *, ema_bundle: Any, raw_weight
         raise
     atomic_write_text(checkpoints / LATEST, name + "\n")
     return final
-
-
-def load_weights(module: torch.nn.Module, weights: dict[str, Tensor], what: str) -> None:
-    """Strict load that reports missing/unexpected keys AND shape mismatches as a CheckpointError."""
-    own = module.state_dict()
-    bad = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-           for k, v in weights.items() if k in own and v.shape != own[k].shape]
-    if bad:
-        raise CheckpointError(f"{what} does not match the model: {len(bad)} shape mismatches, e.g. "
-                              f"{'; '.join(bad[:3])}. Was it saved from another configuration?")
-    load_state_strict(module, weights, what)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -45,5 +45,5 @@ class EMA:
         return self.module.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Tensor]) -> None:
-        from driftar_core.train.checkpoint import load_weights
-        load_weights(self.module, state_dict, "EMA weights")
+        from driftar_core.bundle import load_state_strict
+        load_state_strict(self.module, state_dict, "EMA weights")

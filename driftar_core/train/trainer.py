@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from driftar_core.bundle import load_safetensors
-from driftar_core.train.checkpoint import (Checkpoint, capture_rng, load_checkpoint, load_weights, resolve_resume,
+from driftar_core.bundle import load_safetensors, load_state_strict
+from driftar_core.train.checkpoint import (Checkpoint, capture_rng, load_checkpoint, resolve_resume,
                                            restore_rng, save_checkpoint)
 from driftar_core.train.data import StepData, build_dataset
 from driftar_core.train.ema import EMA
@@ -99,10 +99,10 @@ def build_bundle(run_config: Any) -> nn.Module:
             keep = ("backbone.", "tokenizer.")
             own = {k: v for k, v in bundle.state_dict().items() if not k.startswith(keep)}
             weights = {**own, **{k: v for k, v in weights.items() if k.startswith(keep)}}
-            load_weights(bundle, weights, f"model.init_from={src} (backbone)")
+            load_state_strict(bundle, weights, f"model.init_from={src} (backbone)")
             prepare_drift(bundle)
         else:
-            load_weights(bundle, weights, f"model.init_from={src}")
+            load_state_strict(bundle, weights, f"model.init_from={src}")
     elif run_config.recipe == "drift":
         from driftar_core.config import ConfigError
         raise ConfigError("the drift recipe starts from a trained baseline: set model.init_from to a baseline "
@@ -141,7 +141,7 @@ class Trainer:
         self.bundle = bundle if bundle is not None else build_bundle(cfg)
         self.bundle.to(engine.device).train()
         if ckpt is not None:
-            load_weights(self.bundle, ckpt.raw_weights, f"{ckpt.path}/raw.safetensors")
+            load_state_strict(self.bundle, ckpt.raw_weights, f"{ckpt.path}/raw.safetensors")
         dataset = build_dataset(cfg.data.dataset, split="train", image_size=cfg.data.image_size, root=cfg.data.root)
         self.data = StepData(dataset, cfg.data.batch_size, seed=t.seed, rank=engine.rank,
                              world_size=engine.world_size, num_workers=cfg.data.num_workers,
