@@ -51,7 +51,7 @@ def sample(checkpoint: str, num: int, cls: tuple[int, ...], per_class: int | Non
     if suffix == ".npz":
         np.savez_compressed(out, images=to_uint8(imgs), labels=labels.numpy().astype(np.int64))
     else:
-        save_grid(imgs, out, nrow=nrow)
+        save_grid(imgs, out, rows=-(-len(imgs) // nrow), cols=nrow)
     c = counts.as_dict()
     click.echo(f"wrote {len(imgs)} images to {out}; per image: backbone passes {c['backbone_passes']}, "
                f"head NFE {c['head_nfe']}, draft passes {c['draft_passes']}, sequential NFE {c['nfe']}")

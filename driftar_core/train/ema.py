@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 
-
 class EMA:
     """An EMA copy of ``model``; ``module`` is in eval mode with gradients off."""
 

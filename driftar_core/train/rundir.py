@@ -28,15 +28,13 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from driftar_core.bundle import atomic_write_bytes, atomic_write_text
+from driftar_core.bundle import atomic_write_text
 
 CONFIG = "config.json"
 ENV = "env.json"
 METRICS = "metrics.csv"
 BASE_COLUMNS = ("step", "loss", "lr", "grad_norm", "it/s")
-GRID_MIN_PIXELS = 64        # upscale sample grids (nearest) until one image is at least this tall
 
 
 def new_run_dir(runs_dir: str | Path, backbone: str, name: str, now: float | None = None) -> Path:
@@ -175,32 +173,3 @@ class MetricsLog:
             return
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.columns, restval="").writerow(row)
-
-
-# -------------------------------------------------------------------------------------------------
-# Sample grids
-# -------------------------------------------------------------------------------------------------
-
-
-def grid_image(images: Tensor, rows: int, min_pixels: int = GRID_MIN_PIXELS) -> "Any":
-    """images [rows * cols, C, H, W] in [-1, 1] -> a PIL image, row-major, 1-px grey gaps, nearest upscale."""
-    from PIL import Image
-    n, c, h, w = images.shape
-    cols = n // rows
-    x = images.detach().float().cpu().clamp(-1, 1)[:, :3 if c >= 3 else 1]                # [N, C', H, W]
-    x = torch.nn.functional.pad(x, (0, 1, 0, 1), value=0.0)                               # grey gap
-    x = x.view(rows, cols, x.shape[1], h + 1, w + 1).permute(0, 3, 1, 4, 2)              # [R, H', K, W', C']
-    x = x.reshape(rows * (h + 1), cols * (w + 1), -1)[:-1, :-1]                            # [R H', K W', C']
-    arr = ((x + 1) * 127.5).round().to(torch.uint8).numpy()
-    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-    scale = max(1, math.ceil(min_pixels / h))
-    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-
-
-def save_grid(images: Tensor, rows: int, path: Path) -> Path:
-    """Write a sample grid PNG atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    grid_image(images, rows).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-    return path

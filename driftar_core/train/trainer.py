@@ -28,15 +28,31 @@ import torch
 from torch import Tensor, nn
 
 from driftar_core.bundle import load_safetensors, load_state_strict
-from driftar_core.train.checkpoint import (Checkpoint, capture_rng, load_checkpoint, resolve_resume,
-                                           restore_rng, save_checkpoint)
+from driftar_core.train.checkpoint import (
+    Checkpoint,
+    capture_rng,
+    load_checkpoint,
+    resolve_resume,
+    restore_rng,
+    save_checkpoint,
+)
 from driftar_core.train.data import StepData, build_dataset
 from driftar_core.train.ema import EMA
 from driftar_core.train.engine import Engine
 from driftar_core.train.objective import make_objective
 from driftar_core.train.optim import build_optimizer, build_scheduler, clip_gradients
-from driftar_core.train.rundir import (BASE_COLUMNS, CONFIG, ENV, METRICS, MetricsLog, collect_env, diff_keys,
-                                       new_run_dir, save_grid, write_record)
+from driftar_core.train.rundir import (
+    BASE_COLUMNS,
+    CONFIG,
+    ENV,
+    METRICS,
+    MetricsLog,
+    collect_env,
+    diff_keys,
+    new_run_dir,
+    write_record,
+)
+from driftar_core.viz import save_grid
 
 
 def train(run_config: Any, bundle: nn.Module | None = None, resume: str | None = None,
@@ -305,7 +321,7 @@ class Trainer:
                 images = generate(self.ema.module, labels, generator=gen).images      # [R K, C, H, W]
             finally:
                 restore_rng(rng)
-            save_grid(images, rows=len(t.grid_classes), path=self.run_dir / "samples" / f"step-{self.step:07d}.png")
+            save_grid(images, self.run_dir / "samples" / f"step-{self.step:07d}.png", rows=len(t.grid_classes))
         self.engine.barrier()
 
     def _checkpoint(self) -> None:

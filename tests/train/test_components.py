@@ -11,13 +11,19 @@ import torch
 from torch import nn
 
 from driftar_core.config import ConfigError
-from driftar_core.train.checkpoint import capture_rng, decode_state, encode_state, restore_rng
+from driftar_core.train.checkpoint import (
+    capture_rng,
+    decode_state,
+    encode_state,
+    restore_rng,
+)
 from driftar_core.train.data import StepData
 from driftar_core.train.ema import EMA
 from driftar_core.train.engine import Engine
 from driftar_core.train.objective import OBJECTIVES, BaselineObjective, make_objective
 from driftar_core.train.optim import build_optimizer, param_groups, warmup_constant
-from driftar_core.train.rundir import MetricsLog, grid_image
+from driftar_core.train.rundir import MetricsLog
+from driftar_core.viz import grid_image
 
 
 def test_weight_decay_only_on_matrices_outside_the_head(fake_bundle, make_config):
