@@ -16,14 +16,6 @@ def make(seed: int = 0, **kw) -> DraftModel:
     return DraftModel(DraftConfig(**{"dim": D, "depth": 2, "num_heads": 2, **kw}))
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def rotating_sequences(B: int, L: int, seed: int) -> torch.Tensor:
     """z_{t+1} = Q z_t for a fixed random orthogonal Q: a toy target whose next feature is predictable."""
     gen = torch.Generator().manual_seed(123)
@@ -55,7 +47,7 @@ def test_untrained_draft_predicts_the_current_feature():
     torch.testing.assert_close(make()(z).pred, z)
 
 
-def test_regression_loss_decreases_on_a_toy_sequence(one_thread):
+def test_regression_loss_decreases_on_a_toy_sequence():
     draft = make()
     opt = torch.optim.Adam(draft.parameters(), lr=3e-3)
     z_eval = rotating_sequences(16, 12, seed=99)
@@ -69,7 +61,7 @@ def test_regression_loss_decreases_on_a_toy_sequence(one_thread):
     assert after < 0.3 * before, (before, after)
 
 
-def test_entropy_alignment_pulls_draft_entropy_to_the_target_and_trains_only_the_draft(one_thread):
+def test_entropy_alignment_pulls_draft_entropy_to_the_target_and_trains_only_the_draft():
     draft = make(entropy_weight=1.0)
     z = torch.randn(8, 10, D, requires_grad=True)
     e_target = torch.full((8, 10), 0.3, requires_grad=True)
