@@ -65,12 +65,11 @@ def zoo_publish(run: str, name: str, out_root: str, made_by: str, eval_samples: 
     metrics.update({f"{k}_per_image": v for k, v in report.get("counts", {}).items() if k in ("backbone_passes", "head_nfe", "nfe")})
     metrics["eval_samples"] = report.get("num_samples", eval_samples)
     dest = Path(out_root) / name
-    bundle.save(dest)
-    card = make_card(dest, name, num_params=bundle.num_params(), metrics=metrics, command=made_by,
-                     dataset="digits (scikit-learn, 16x16, train split of driftar_core.data.digits)",
-                     backbone=bundle.backbone_name, notes=notes)
-    (dest / "README.md").write_text(
-        f"# {name}\n\n{notes}\n\nMade by:\n\n```bash\n{made_by}\ndriftar zoo publish RUN --name {name} --command '...'\n```\n\n"
-        f"Parameters: {card.num_params:,}. Metrics (driftar eval, {eval_seeds} seeds, mean):\n\n"
-        + "\n".join(f"- {k}: {v}" for k, v in metrics.items()) + "\n")
+    readme = (f"# {name}\n\n{notes}\n\nMade by:\n\n```bash\n{made_by}\ndriftar zoo publish RUN --name {name} --command '...'\n```\n\n"
+              f"Parameters: {bundle.num_params():,}. Metrics (driftar eval, {eval_seeds} seeds, mean):\n\n"
+              + "\n".join(f"- {k}: {v}" for k, v in metrics.items()) + "\n")
+    bundle.save(dest, card=readme)                      # weights, config and README, each written atomically
+    make_card(dest, name, num_params=bundle.num_params(), metrics=metrics, command=made_by,
+              dataset="digits (scikit-learn, 16x16, train split of driftar_core.data.digits)",
+              backbone=bundle.backbone_name, notes=notes)
     click.echo(f"published {name} to {dest}: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))

@@ -101,13 +101,13 @@ def build_bundle(run_config: Any) -> nn.Module:
     then copied from the loaded target (Drift-AR starts from a trained backbone, METHOD.md 1.10).
     """
     from driftar_core.registry import create_model
+    from driftar_core.resolve import find_model_dir
     bundle = create_model(run_config.model.arch, **run_config.model.args)
     src = run_config.model.init_from
     if src:
-        path = Path(src)
-        if path.is_dir():
-            d = path / "model" if (path / "model" / "config.json").is_file() else path
-            weights = load_safetensors(d / "model.safetensors")
+        model_dir = find_model_dir(src)                         # run dir / bundle dir, or None for a name
+        if model_dir is not None:
+            weights = load_safetensors(model_dir / "model.safetensors")
         else:
             weights = create_model(src).state_dict()            # a zoo name (arch.tag)
         if run_config.recipe == "drift":
