@@ -49,8 +49,19 @@ def _time_once(bundle: Any, batch: int, seed: int, sampler: Any) -> tuple[float,
 
 def default_sampler(bundle: Any) -> Any:
     """The sampler a model uses by default: speculative when it has a draft and says so."""
-    from driftar_core.sampling import generate
-    return getattr(bundle, "default_sampler", None) or generate
+    from driftar_core.speculative import select_sampler
+    return select_sampler(bundle)
+
+
+SAMPLER_SUFFIXES = {"plain": False, "speculative": True}
+
+
+def split_model_spec(spec: str) -> tuple[str, bool | None]:
+    """``NAME[@plain|@speculative]`` -> (NAME, speculative flag or None = the model's default sampler)."""
+    name, sep, mode = spec.rpartition("@")
+    if not sep or mode not in SAMPLER_SUFFIXES:
+        return spec, None
+    return name, SAMPLER_SUFFIXES[mode]
 
 
 def run_bench(models: list[str], *, batch_sizes: tuple[int, ...] = (1, 16), repeats: int = 5, warmup: int = 1,
@@ -60,8 +71,11 @@ def run_bench(models: list[str], *, batch_sizes: tuple[int, ...] = (1, 16), repe
     from tqdm.auto import tqdm
 
     from driftar_core.resolve import load_model
-    bundles = {m: load_model(m) for m in models}
-    samplers = {m: default_sampler(b) for m, b in bundles.items()}
+    from driftar_core.speculative import select_sampler
+    specs = {m: split_model_spec(m) for m in models}                  # "name@plain": same weights, plain decoding
+    loaded = {name: load_model(name) for name, _ in specs.values()}
+    bundles = {m: loaded[name] for m, (name, _) in specs.items()}
+    samplers = {m: select_sampler(bundles[m], flag) for m, (_, flag) in specs.items()}
     timings = {(m, b): _Timing() for m in models for b in batch_sizes}
     counts: dict[str, Any] = {}
     total = len(batch_sizes) * (warmup + repeats) * len(models)
@@ -108,6 +122,7 @@ def run_bench(models: list[str], *, batch_sizes: tuple[int, ...] = (1, 16), repe
         r = {f"speedup_b{b}": ref[f"latency_ms_b{b}"] / row[f"latency_ms_b{b}"] for b in batch_sizes}
         r["ar_stage_speedup"] = ref[f"ar_ms_b{b0}"] / max(row[f"ar_ms_b{b0}"], 1e-12)
         r["decoder_speedup"] = ref[f"decoder_ms_b{b0}"] / max(row[f"decoder_ms_b{b0}"], 1e-12)
+        r["stage_product"] = r["ar_stage_speedup"] * r["decoder_speedup"]   # what the two stages multiply to
         r["fd_ratio"] = (row["fd"] / ref["fd"]) if quality and ref["fd"] else None
         ratios[row["model"]] = r
     return {"machine": machine_info(), "settings": {"batch_sizes": list(batch_sizes), "repeats": repeats,
@@ -133,7 +148,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     bs = report["settings"]["batch_sizes"]
     head = (["model"] + [f"ms/img b{b}" for b in bs] + ["NFE", "target passes", "head NFE", "draft passes",
             "accept", "mean acc. len", "FD", "FD floor", "class acc.", "precision", "recall"]
-            + [f"speedup b{b}" for b in bs] + ["AR-stage speedup", "decoder speedup", "FD ratio"])
+            + [f"speedup b{b}" for b in bs] + ["AR-stage speedup", "decoder speedup", "stage product", "FD ratio"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["results"]:
         r = report["ratios"][row["model"]]
@@ -142,7 +157,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                  + [_fmt(row["acceptance_rate"]), _fmt(row["mean_accepted_len"])]
                  + [_fmt(row[k], 3) for k in ("fd", "fd_floor", "class_accuracy", "precision", "recall")]
                  + [_fmt(r[f"speedup_b{b}"]) + "x" for b in bs]
-                 + [_fmt(r["ar_stage_speedup"]) + "x", _fmt(r["decoder_speedup"]) + "x", _fmt(r["fd_ratio"])])
+                 + [_fmt(r["ar_stage_speedup"]) + "x", _fmt(r["decoder_speedup"]) + "x",
+                    _fmt(r.get("stage_product")) + "x", _fmt(r["fd_ratio"])])
         lines.append("| " + " | ".join(cells) + " |")
     m = report["machine"]
     lines.append("")

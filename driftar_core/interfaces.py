@@ -64,12 +64,15 @@ class TrainOutput:
     loss_mask: [B, L] float, 1 where the head loss counts (MAR: the masked tokens).
     entropy: [B, L] or None (as in StepOutput).
     aux_loss: scalar tensor of backbone-side losses (NextStep-1's text CE), or None.
+    cond: the condition as the forward used it (after CFG dropout, e.g. NextStep-1's prompts), or None;
+        a model trained alongside (the draft) must see the same one.
     """
 
     z: "Tensor"
     loss_mask: "Tensor"
     entropy: "Tensor | None" = None
     aux_loss: "Tensor | None" = None
+    cond: Any = None
 
 
 @dataclass

@@ -104,7 +104,8 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
                          noise: Tensor | None = None, sigma: Callable[[Tensor], Tensor] | None = None,
                          early_stop_gamma: float | None = None, entropy_ema_init: float | None = None,
                          entropy_ema_decay: float = 0.9, negative_control: bool = False,
-                         on_round: Callable[[RoundInfo], None] | None = None) -> SampleOutput:
+                         on_round: Callable[[RoundInfo], None] | None = None,
+                         num_iter: int | None = None) -> SampleOutput:
     """Sample images for ``cond`` with speculative decoding (see the module docstring).
 
     draft: the draft model (default ``bundle.draft``). draft_len: k, drafts per round (0 = sequential
@@ -114,7 +115,8 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
     (METHOD.md 4.2.3 (a); gamma = 0.8 there); the EMA starts at ``entropy_ema_init`` (a training-set
     statistic) or at the first round's target entropy. negative_control: verify against the next
     sample's target features (acceptance must collapse). Unset sampling arguments fall back to
-    ``bundle.config.sampling``; ``noise`` [B, L, k, c] overrides the generator's draw.
+    ``bundle.config.sampling``; ``noise`` [B, L, k, c] overrides the generator's draw. ``num_iter`` is
+    accepted for ``generate``'s signature and must be None or L (one token per AR step).
     """
     backbone, head, tok = bundle.backbone, bundle.head, bundle.tokenizer
     draft = bundle.draft if draft is None else draft
@@ -128,6 +130,8 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
     temperature = defaults.temperature if temperature is None else temperature
     sigma = default_sigma(head) if sigma is None else sigma
     L, _ = tok.token_shape
+    if num_iter is not None and num_iter != L:
+        raise ValueError(f"speculative decoding commits one token per AR step: num_iter must be {L}, got {num_iter}")
     B, use_cfg = len(cond), cfg != 1.0
     tstate = backbone.new_state(cond, num_iter=L, cfg=use_cfg, generator=generator)
     dstate = draft.new_state(cond, num_iter=L, cfg=use_cfg, generator=generator)
@@ -212,3 +216,30 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
     tokens = backbone.tokens(tstate)                                           # [B, L, c]
     images = tok.decode(tokens).clamp(-1, 1)
     return SampleOutput(tokens=tokens, images=images, counts=counts)
+
+
+def select_sampler(bundle: Any, speculative: bool | None = None, *, draft_len: int | None = None,
+                   tau0: float | None = None, kappa: float | None = None) -> Callable[..., SampleOutput]:
+    """The sampler for ``bundle``: ``speculative`` None = the bundle's default (``bundle.default_sampler``,
+    else ``generate``); True = speculative decoding with the model's ``speculative`` config, each of
+    draft_len / tau0 / kappa overridable; False = plain sequential decoding (``generate``)."""
+    import functools
+
+    from driftar_core.method.configs import SpeculativeConfig
+    from driftar_core.sampling import generate
+    overrides = {k: v for k, v in (("draft_len", draft_len), ("tau0", tau0), ("kappa", kappa)) if v is not None}
+    if speculative is False:
+        if overrides:
+            names = ", ".join("--" + k.replace("_", "-") for k in overrides)
+            raise ValueError(f"the options {names} only apply to speculative decoding "
+                             "(drop them, or drop --no-speculative)")
+        return generate
+    default = getattr(bundle, "default_sampler", None)
+    if speculative is None and not overrides:
+        return default or generate
+    if getattr(bundle, "draft", None) is None:
+        raise ValueError("speculative decoding needs a model with a draft (e.g. nextstep1_tiny_drift.digits); "
+                         "this one has none: sample without --speculative")
+    spec = getattr(bundle.config, "speculative", None) or SpeculativeConfig()
+    kwargs = dict(draft_len=spec.draft_len, tau0=spec.tau0, kappa=spec.kappa, early_stop_gamma=spec.early_stop_gamma)
+    return functools.partial(speculative_generate, **{**kwargs, **overrides})

@@ -7,6 +7,7 @@ import click
 @click.command("bench")
 @click.option("--models", "-m", "models", multiple=True, required=True,
               help="Models to compare (names or paths); repeat the flag or give several after one flag. "
+                   "Append @plain (or @speculative) to choose how a model with a draft decodes. "
                    "The first is the reference of every ratio.")
 @click.argument("more_models", nargs=-1)
 @click.option("--repeats", default=5, show_default=True, help="Timed repeats per model and batch size.")

@@ -15,3 +15,14 @@ def sampling_options(f):
     f = click.option("--cfg", type=float, default=None, help="CFG scale (model default if unset).")(f)
     f = click.option("--num-iter", type=int, default=None, help="AR steps (model default if unset).")(f)
     return f
+
+
+def speculative_options(f):
+    """--speculative/--no-speculative, --draft-len, --tau0, --kappa (unset: the model's own defaults)."""
+    f = click.option("--kappa", type=float, default=None, help="Entropy-scaled tolerance: kappa * sigma(E_target).")(f)
+    f = click.option("--tau0", type=float, default=None, help="Absolute acceptance tolerance (token RMS units).")(f)
+    f = click.option("--draft-len", type=int, default=None, help="Drafted tokens per verification pass (k).")(f)
+    f = click.option("--speculative/--no-speculative", default=None,
+                     help="Speculative decoding with the model's draft (default: the model's own choice; "
+                          "on for nextstep1_tiny_drift).")(f)
+    return f

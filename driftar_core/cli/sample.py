@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from driftar_core.cli.options import sampling_options
+from driftar_core.cli.options import sampling_options, speculative_options
 
 
 @click.command("sample")
@@ -16,20 +16,28 @@ from driftar_core.cli.options import sampling_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="grid.png or samples.npz.")
 @click.option("--batch-size", default=64, show_default=True)
 @sampling_options
+@speculative_options
 def sample(checkpoint: str, num: int, cls: tuple[int, ...], per_class: int | None, out: str, batch_size: int,
-           num_iter: int | None, cfg: float | None, temperature: float | None, seed: int) -> None:
-    """Sample class-conditional images and report the forward passes spent."""
+           num_iter: int | None, cfg: float | None, temperature: float | None, seed: int, speculative: bool | None,
+           draft_len: int | None, tau0: float | None, kappa: float | None) -> None:
+    """Sample class-conditional images and report the forward passes spent.
+
+    Models with a draft (nextstep1_tiny_drift.digits) decode speculatively by default."""
     import numpy as np
     import torch
 
     from driftar_core.resolve import load_model
-    from driftar_core.sampling import generate
+    from driftar_core.speculative import select_sampler
     from driftar_core.viz import save_grid, to_uint8
 
     suffix = Path(out).suffix.lower()
     if suffix not in (".png", ".npz"):
         raise click.BadParameter(f"--out must end in .png or .npz, got {out!r}", param_hint="--out")
     bundle = load_model(checkpoint)
+    try:
+        sampler = select_sampler(bundle, speculative, draft_len=draft_len, tau0=tau0, kappa=kappa)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     num_classes = bundle.config.class_num if hasattr(bundle.config, "class_num") else 10
     if any(not 0 <= c < num_classes for c in cls):
         raise click.BadParameter(f"classes must be in 0..{num_classes - 1}, got {list(cls)}", param_hint="--class")
@@ -41,11 +49,12 @@ def sample(checkpoint: str, num: int, cls: tuple[int, ...], per_class: int | Non
         labels = pool[torch.arange(num) % len(pool)]
         nrow = 8 if not cls else max(1, min(num, 8))
     g = torch.Generator().manual_seed(seed)
-    images, counts = [], None
+    images, counts, extras = [], None, []
     for chunk in labels.split(batch_size):
-        res = generate(bundle, chunk.to(bundle.device), num_iter=num_iter, cfg=cfg, temperature=temperature, generator=g)
+        res = sampler(bundle, chunk.to(bundle.device), num_iter=num_iter, cfg=cfg, temperature=temperature, generator=g)
         images.append(res.images.cpu())
         counts = res.counts
+        extras.append(res.counts.extra)
     imgs = torch.cat(images)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npz":
@@ -55,3 +64,10 @@ def sample(checkpoint: str, num: int, cls: tuple[int, ...], per_class: int | Non
     c = counts.as_dict()
     click.echo(f"wrote {len(imgs)} images to {out}; per image: backbone passes {c['backbone_passes']}, "
                f"head NFE {c['head_nfe']}, draft passes {c['draft_passes']}, sequential NFE {c['nfe']}")
+    if "acceptance_rate" in c:
+        drafted = sum(e["drafted"] for e in extras)
+        accepted = sum(e["accepted"] for e in extras)
+        rounds = sum(e["rounds"] for e in extras)
+        click.echo(f"speculative decoding: acceptance {accepted / max(drafted, 1):.3f}, mean accepted length "
+                   f"{accepted / max(rounds, 1):.2f}, {rounds / len(extras):.1f} target passes per batch "
+                   "(--no-speculative for plain decoding)")

@@ -47,3 +47,18 @@ class DraftConfig(Strict):
     token_dim: int | None = None            # c for the EAGLE-style token input; None = features only
     entropy_weight: float = Field(1.0, ge=0)  # lambda of L_ent; official L_reg + L_ent weigh 1:1 (Eq. 9)
     smooth_l1_beta: float = Field(1.0, gt=0)  # SmoothL1 transition point (torch default)
+
+
+class SpeculativeConfig(Strict):
+    """Defaults of entropy-informed speculative decoding (METHOD.md 4.2; driftar_core.speculative).
+
+    A backbone config embeds it as ``speculative`` when its Drift-AR bundle samples speculatively by
+    default. The tolerance tau0 + kappa * sigma(E_target) is in token RMS units; tau0 = kappa = 0
+    reproduces sequential decoding exactly.
+    """
+
+    enabled: bool = True                    # the bundle's default sampler (driftar sample --no-speculative)
+    draft_len: int = Field(4, ge=0)         # k drafts per round (METHOD.md 4.2: 3-5 typical)
+    tau0: float = Field(0.0, ge=0)          # absolute part of the acceptance tolerance
+    kappa: float = Field(0.5, ge=0)         # entropy-scaled part: kappa * sigma(E_target)
+    early_stop_gamma: float | None = Field(None, gt=0)  # stop drafting below gamma * EMA(target E)

@@ -22,7 +22,8 @@ def attention_entropy(attn: Tensor, visible: Tensor | None = None, key_subset: s
     key_subset: restrict to a slice of keys (e.g. content tokens without the class buffer) and
     renormalise rows first, as the official code does for its buffer columns.
     """
-    a = attn.float().mean(dim=1)                                   # [B, Q, K] head-averaged
+    dtype = torch.promote_types(attn.dtype, torch.float32)         # fp16/bf16 -> fp32; fp64 stays fp64
+    a = attn.to(dtype).mean(dim=1)                                 # [B, Q, K] head-averaged
     if visible is None:
         visible = torch.ones_like(a, dtype=torch.bool)
     else:
@@ -32,7 +33,7 @@ def attention_entropy(attn: Tensor, visible: Tensor | None = None, key_subset: s
         a = a / a.sum(-1, keepdim=True).clamp_min(PROB_FLOOR)      # renormalise rows
     a = a * visible
     h = -(a * a.clamp_min(PROB_FLOOR).log()).sum(-1)               # [B, Q] nats
-    r = visible.sum(-1).float()                                    # keys each row can see
+    r = visible.sum(-1).to(dtype)                                  # keys each row can see
     e = torch.where(r > 1, h / r.clamp_min(2).log(), torch.zeros_like(h))
     return e.clamp(0.0, 1.0)                                       # [B, Q]
 

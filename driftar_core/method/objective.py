@@ -90,7 +90,9 @@ class DriftARObjective(TrainObjective):
             z, ent = z.detach(), None if ent is None else ent.detach()
         mask = self._subsample(out.loss_mask)                                 # [B L]
         ent_flat = None if ent is None else ent.flatten()
-        ent_glob = None if ent is None else ent.mean(1, keepdim=True).expand_as(ent).flatten()  # image mean of E
+        ent_glob = None                                                       # the head then uses each token's E
+        if ent is not None and getattr(bundle.backbone, "global_entropy", "image_mean") == "image_mean":
+            ent_glob = ent.mean(1, keepdim=True).expand_as(ent).flatten()     # image mean of E (as in sampling)
         terms = bundle.head.loss_terms(tokens.flatten(0, 1), z.flatten(0, 1), mask, ent_flat,
                                        entropy_global=ent_glob)
         metrics: Metrics = {"drift_loss": terms.loss.detach(), "alpha": torch.tensor(alpha)}
@@ -100,7 +102,8 @@ class DriftARObjective(TrainObjective):
             metrics["entropy_std"] = ent.std().detach()                       # 0 = the official code's collapse
         loss = terms.loss if phase2 else (1.0 - alpha) * terms.loss
         if self.config.train_draft and bundle.draft is not None and not phase2:
-            d = bundle.draft.loss_terms(z.detach(), None if ent is None else ent.detach())
+            inputs = {"tokens": tokens, "cond": out.cond} if getattr(bundle.draft, "needs_inputs", False) else {}
+            d = bundle.draft.loss_terms(z.detach(), None if ent is None else ent.detach(), **inputs)
             loss = loss + alpha * d["loss"]
             metrics.update({f"draft_{k}" if not k.startswith("draft") else k: v.detach() for k, v in d.items()})
         return loss, metrics

@@ -36,7 +36,8 @@ def test_bench_counts_passes_and_reports_ratios(two_models, tmp_path):
     assert base["draft_passes"] == 0 and base["fd"] is None
     r = report["ratios"]
     assert r[two_models[0]]["speedup_b1"] == 1.0
-    assert set(r[two_models[1]]) == {"speedup_b1", "speedup_b3", "ar_stage_speedup", "decoder_speedup", "fd_ratio"}
+    assert set(r[two_models[1]]) == {"speedup_b1", "speedup_b3", "ar_stage_speedup", "decoder_speedup", "stage_product",
+                                    "fd_ratio"}
     assert r[two_models[1]]["decoder_speedup"] > 0
     write_outputs(report, str(tmp_path / "b.json"), str(tmp_path / "b.md"), str(tmp_path / "b.png"))
     assert json.loads((tmp_path / "b.json").read_text())["results"][1]["head_nfe"] == 4

@@ -5,10 +5,13 @@ Size presets live in ``driftar_nextstep1.presets`` (torch-free, so the plugin re
 from __future__ import annotations
 
 import copy
+import functools
+from typing import Any, Callable
 
 from torch import Tensor, nn
 
 from driftar_core.bundle import ModelBundle
+from driftar_core.method.configs import SpeculativeConfig
 from driftar_core.tokenizers.patch import PatchTokenizer
 from driftar_nextstep1.config import NextStep1Config
 from driftar_nextstep1.flow_head import FlowMatchingHead
@@ -41,8 +44,34 @@ def build_nextstep1(config: NextStep1Config) -> ModelBundle:
     if config.use_norm:
         tokenizer = TokenNormTokenizer(tokenizer)
     backbone = NextStep1(config)
+    if config.head_type == "drift":
+        return build_nextstep1_drift(config, tokenizer, backbone)
     head = FlowMatchingHead(config.head, z_dim=backbone.z_dim, token_dim=config.token_dim)
     return ModelBundle(tokenizer, backbone, head, config, backbone_name="nextstep1")
+
+
+def build_nextstep1_drift(config: NextStep1Config, tokenizer: nn.Module, backbone: NextStep1) -> ModelBundle:
+    """Drift-AR NextStep-1: the same LLM, the 1-NFE drift decoder, the layer draft and the frozen phi.
+
+    Speculative decoding with ``config.speculative`` is the bundle's default sampler (``driftar sample``,
+    ``eval`` and ``bench`` use it unless told ``--no-speculative``)."""
+    from driftar_core.method.drift_decoder import DriftDecoder
+    from driftar_nextstep1.drift import NextStep1Draft, NextStep1FeatureMap
+    head = DriftDecoder(config.token_dim, backbone.z_dim, config.drift)
+    bundle = ModelBundle(tokenizer, backbone, head, config, backbone_name="nextstep1",
+                         draft=NextStep1Draft.for_target(config))
+    bundle.phi = NextStep1FeatureMap(backbone)   # frozen; filled from the trained target (init_drift_components)
+    head.set_feature_map(bundle.phi)
+    if config.speculative.enabled:
+        bundle.default_sampler = speculative_sampler(config.speculative)
+    return bundle
+
+
+def speculative_sampler(spec: SpeculativeConfig) -> Callable[..., Any]:
+    """``speculative_generate`` with the config's draft length and tolerance (overridable per call)."""
+    from driftar_core.speculative import speculative_generate
+    return functools.partial(speculative_generate, draft_len=spec.draft_len, tau0=spec.tau0, kappa=spec.kappa,
+                             early_stop_gamma=spec.early_stop_gamma)
 
 
 def build_layer_draft(target: NextStep1, num_layers: int) -> NextStep1:

@@ -9,9 +9,12 @@ importing this module does not import torch.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from driftar_core.config import SamplingConfig, Strict
+from driftar_core.method.configs import DriftDecoderConfig, SpeculativeConfig
 
 
 class FlowHeadConfig(Strict):
@@ -74,6 +77,15 @@ class NextStep1Config(Strict):
     head: FlowHeadConfig = Field(default_factory=FlowHeadConfig)
     sampling: SamplingConfig = Field(default_factory=_tiny_sampling)
 
+    # Drift-AR (head_type "drift", nextstep1_tiny_drift): the 1-NFE decoder replaces the flow head; the
+    # draft is the target's first ``draft_layers`` layers with their own norm and projectors (a
+    # self-speculative draft, trained by Eq. 3 + entropy alignment); speculative decoding is the default
+    # sampler. The decoder is MAR's tiny drift head (width 128 x 3 blocks, as the probe's).
+    head_type: Literal["flow", "drift"] = "flow"
+    drift: DriftDecoderConfig = Field(default_factory=lambda: DriftDecoderConfig(width=128, depth=3))
+    draft_layers: int = Field(1, ge=1)
+    speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
+
     @property
     def grid(self) -> int:
         """Token grid side (H / p)."""
@@ -107,6 +119,9 @@ class NextStep1Config(Strict):
             raise ValueError(f"head_dim {self.head_dim} must be even (RoPE rotates pairs)")
         if self.num_hidden_layers < 1:
             raise ValueError("num_hidden_layers must be >= 1")
+        if self.head_type == "drift" and self.draft_layers > self.num_hidden_layers:
+            raise ValueError(f"draft_layers ({self.draft_layers}) must not exceed num_hidden_layers "
+                             f"({self.num_hidden_layers}): the draft is the target's first layers")
         if self.sampling.num_iter != self.seq_len:
             raise ValueError(f"NextStep-1 generates one token per AR step: sampling.num_iter must equal "
                              f"L = {self.seq_len}, got {self.sampling.num_iter}")

@@ -1,6 +1,7 @@
-"""The NextStep-1 plugin: registers the ``nextstep1`` backbone (architectures nextstep1_tiny /
-nextstep1_large), the ``flow_matching`` head and the ``nextstep1/baseline`` recipe through driftar's
-public hooks (entry point ``nextstep1`` in the ``driftar`` group), exactly as a third-party plugin would.
+"""The NextStep-1 plugin: registers the ``nextstep1`` backbone (architectures nextstep1_tiny,
+nextstep1_tiny_drift, nextstep1_large), the ``flow_matching`` head and the ``nextstep1/baseline`` and
+``nextstep1/drift`` recipes through driftar's public hooks (entry point ``nextstep1`` in the
+``driftar`` group), exactly as a third-party plugin would.
 
 Cheap to import: no torch here; networks are built only when a factory is called.
 """
@@ -45,3 +46,4 @@ def driftar_register_heads(register: Any) -> None:
 @hookimpl
 def driftar_register_recipes(register: Any) -> None:
     register("nextstep1", "baseline", RECIPES / "baseline.toml")
+    register("nextstep1", "drift", RECIPES / "drift.toml")

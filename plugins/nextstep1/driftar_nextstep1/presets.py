@@ -15,6 +15,7 @@ from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},                                            # the NextStep1Config defaults
+    "tiny_drift": {"head_type": "drift"},                  # Drift-AR: same LLM, 1-NFE drift decoder, layer draft
     "large": {                                             # NextStep-1-Large, 256 px
         "img_size": 32, "channels": 16, "patch_size": 2, "use_norm": True,
         "vocab_size": 152064, "hidden_size": 5120, "num_hidden_layers": 48, "num_attention_heads": 40,

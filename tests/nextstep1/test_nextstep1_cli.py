@@ -1,0 +1,72 @@
+"""The Drift-AR NextStep-1 as users meet it: `driftar sample` and `driftar bench` decode speculatively by
+default, `--no-speculative` / `@plain` decode sequentially, and misuse fails with a clear message."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from driftar_core.bench import run_bench, split_model_spec
+from driftar_core.cli import main
+from driftar_core.method.objective import prepare_drift
+
+DRIFT = dict(head_type="drift", drift=dict(width=32, depth=2), draft_layers=1)
+
+
+def run(argv, capsys):
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def saved(make_bundle, tmp_path):
+    """{"drift": a saved tiny Drift-AR NextStep-1 (phi and draft copied), "flow": a saved flow-head one}."""
+    drift = make_bundle(seed=0, **DRIFT)
+    prepare_drift(drift)
+    drift.arch = "nextstep1_tiny_drift"
+    flow = make_bundle(seed=0)
+    flow.arch = "nextstep1_tiny"
+    return {"drift": str(drift.save(tmp_path / "drift")), "flow": str(flow.save(tmp_path / "flow"))}
+
+
+def test_sample_is_speculative_by_default_and_plain_on_request(saved, tmp_path, capsys):
+    code, out, _ = run(["sample", "-c", saved["drift"], "-n", "2", "--out", str(tmp_path / "a.png")], capsys)
+    assert code == 0 and "speculative decoding: acceptance" in out
+    code, out, _ = run(["sample", "-c", saved["drift"], "-n", "2", "--no-speculative", "--out",
+                        str(tmp_path / "b.png")], capsys)
+    assert code == 0 and "backbone passes 16, head NFE 16, draft passes 0" in out
+    code, out, _ = run(["sample", "-c", saved["drift"], "-n", "2", "--draft-len", "2", "--tau0", "10",
+                        "--out", str(tmp_path / "c.png")], capsys)
+    assert code == 0 and "acceptance 1.000" in out           # a huge tolerance accepts every draft
+    assert "backbone passes 6," in out                          # ceil(16 / (k + 1)) target passes
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--no-speculative", "--kappa", "1"], "only apply to speculative decoding"),
+])
+def test_sample_rejects_contradictory_options(saved, tmp_path, capsys, argv, needle):
+    code, _, err = run(["sample", "-c", saved["drift"], "--out", str(tmp_path / "x.png"), *argv], capsys)
+    assert code == 2 and needle in err and not (tmp_path / "x.png").exists()
+
+
+def test_speculative_needs_a_draft(saved, tmp_path, capsys):
+    code, _, err = run(["sample", "-c", saved["flow"], "--speculative", "--out", str(tmp_path / "x.png")], capsys)
+    assert code == 2 and "needs a model with a draft" in err
+
+
+def test_bench_compares_speculative_and_plain_decoding_of_one_model(saved):
+    assert split_model_spec("m.digits@plain") == ("m.digits", False)
+    assert split_model_spec("runs/a@b") == ("runs/a@b", None)
+    report = run_bench([saved["flow"], saved["drift"] + "@plain", saved["drift"]], batch_sizes=(1, 2), repeats=1,
+                       warmup=0, quality=False, progress=False)
+    flow, plain, spec = report["results"]
+    assert (flow["backbone_passes"], flow["head_nfe"], flow["draft_passes"]) == (16, 16 * 3, 0)  # 3-step flow head
+    assert (plain["backbone_passes"], plain["head_nfe"], plain["draft_passes"]) == (16, 16, 0)
+    assert spec["acceptance_rate"] is not None and spec["draft_passes"] > 0
+    assert spec["backbone_passes"] <= 16
+    ratios = report["ratios"][spec["model"]]
+    assert ratios["stage_product"] == pytest.approx(ratios["ar_stage_speedup"] * ratios["decoder_speedup"])
