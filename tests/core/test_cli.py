@@ -111,3 +111,19 @@ def test_default_mar_job_trains_the_baseline_then_drift_from_it(monkeypatch, tmp
     code, _, err = run(["train", "--backbone", "mar", "--set", "model.init_from=mar_tiny.digits"], capsys)
     assert code == 0, err
     assert calls == [("drift", "mar_tiny_drift", "mar_tiny.digits", 0)]      # reuse: no baseline run
+
+
+def test_default_nextstep1_job_trains_the_baseline_then_drift_from_it(monkeypatch, tmp_path, capsys):
+    """`driftar train --backbone nextstep1` runs the same two stages with NextStep-1's recipes."""
+    import driftar_core.train as train_pkg
+    calls = []
+
+    def fake_train(cfg, resume=None):
+        calls.append((cfg.recipe, cfg.model.arch, cfg.model.init_from, cfg.train.threads))
+        return tmp_path / f"run-{len(calls)}"
+
+    monkeypatch.setattr(train_pkg, "train", fake_train)
+    code, _, err = run(["train", "--backbone", "nextstep1"], capsys)
+    assert code == 0, err
+    assert calls == [("baseline", "nextstep1_tiny", None, 1),
+                     ("drift", "nextstep1_tiny_drift", str(tmp_path / "run-1"), 1)]

@@ -28,8 +28,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        h = F.rms_norm(x.float(), x.shape[-1:], eps=self.eps)                 # h * rsqrt(mean(h^2) + eps), one op
         return self.weight * h.to(x.dtype)
 
 
