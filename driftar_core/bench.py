@@ -64,16 +64,31 @@ def split_model_spec(spec: str) -> tuple[str, bool | None]:
     return name, SAMPLER_SUFFIXES[mode]
 
 
+def load_bench_model(ref: str) -> Any:
+    """A model name or path (eager PyTorch), or ``<exporter>:<bundle dir>`` (e.g. ``onnx:bundles/mar``): the
+    runner of an exporter plugin that has ``load_runner``, so exported runtimes sit in the same table."""
+    scheme, sep, rest = ref.partition(":")
+    if sep and rest:
+        from driftar_core.registry import registries
+        exporters = registries().exporters
+        if scheme in exporters.names():
+            load = getattr(exporters.get(scheme)(), "load_runner", None)
+            if load is None:
+                raise ValueError(f"exporter {scheme!r} has no runner (load_runner) to benchmark {ref!r}")
+            return load(rest, threads=torch.get_num_threads())    # the same thread budget as eager PyTorch
+    from driftar_core.resolve import load_model
+    return load_model(ref)
+
+
 def run_bench(models: list[str], *, batch_sizes: tuple[int, ...] = (1, 16), repeats: int = 5, warmup: int = 1,
               eval_samples: int | None = None, eval_seeds: tuple[int, ...] = (0, 1, 2), seed: int = 0,
               quality: bool = True, progress: bool | None = None) -> dict[str, Any]:
-    """Benchmark ``models`` (names or paths); the first is the reference of every ratio."""
+    """Benchmark ``models`` (names, paths or ``onnx:DIR`` exported bundles); the first is the reference of every ratio."""
     from tqdm.auto import tqdm
 
-    from driftar_core.resolve import load_model
     from driftar_core.speculative import select_sampler
     specs = {m: split_model_spec(m) for m in models}                  # "name@plain": same weights, plain decoding
-    loaded = {name: load_model(name) for name, _ in specs.values()}
+    loaded = {name: load_bench_model(name) for name, _ in specs.values()}
     bundles = {m: loaded[name] for m, (name, _) in specs.items()}
     samplers = {m: select_sampler(bundles[m], flag) for m, (_, flag) in specs.items()}
     timings = {(m, b): _Timing() for m in models for b in batch_sizes}

@@ -101,7 +101,13 @@ def driftar_register_exporters(register: Register) -> None:
     """Register exporters (``driftar export --target NAME``).
 
     :param register: call ``register(name, factory)``; ``factory()`` returns a callable
-        ``export(bundle, out_dir, **options)``. Import heavy dependencies (onnx, tensorrt) inside it.
+        ``export(bundle, out_dir, ref=None, log=print, **options)`` (``ref``: the name or path the model
+        was loaded from). Import heavy dependencies (onnx, tensorrt) inside it.
+
+    Two optional attributes of the returned object are used when present: ``preflight(**options)``
+    validates the options and checks the machine before the model is loaded (``driftar export`` fails
+    fast, e.g. without TensorRT), and ``load_runner(directory, threads=None)`` returns a sampler over
+    an exported directory, which ``driftar bench --models NAME:DIR`` times next to eager PyTorch.
     """
 
 

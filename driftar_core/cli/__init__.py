@@ -17,6 +17,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "sample": ("driftar_core.cli.sample", "sample", "Sample images from a run, a model directory or a zoo model."),
     "eval": ("driftar_core.cli.evaluate", "eval_cmd", "Evaluate sample quality (FD, precision/recall, accuracy)."),
     "bench": ("driftar_core.cli.bench", "bench", "Benchmark models side by side (latency, passes, quality)."),
+    "export": ("driftar_core.cli.export", "export", "Export a Drift-AR model to ONNX / TensorRT (exporter plugins)."),
     "plugins": ("driftar_core.cli.plugins", "plugins", "List installed plugins and what each contributed."),
     "zoo": ("driftar_core.cli.zoo", "zoo", "List and inspect pretrained models shipped in the zoo."),
     "models": ("driftar_core.cli.plugins", "models", "List registered model architectures (fnmatch pattern)."),

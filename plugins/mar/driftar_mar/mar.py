@@ -202,19 +202,30 @@ class MAR(nn.Module):
     def forward_mae(self, tokens: Tensor, mask: Tensor, class_embedding: Tensor) -> tuple[Tensor, Tensor]:
         """tokens [B, L, c], mask [B, L] bool (True = masked; same count per row), class_embedding [B, D]
         -> z [B, L, Dd] (head condition), E [B, L] (penultimate decoder block entropy)."""
-        B, L, _ = tokens.shape
-        buf = self.buffer_size
+        return self.forward_kept(tokens, self.kept_indices(mask), class_embedding)
+
+    def kept_indices(self, mask: Tensor) -> Tensor:
+        """mask [B, L] bool (True = masked; same count per row) -> keep [B, buf + visible] long: the
+        buffer slots and the visible tokens, as indices into the buffer + L sequence, in raster order."""
+        B, L = mask.shape
         n_masked = mask.sum(dim=1)
         if bool((n_masked != n_masked[0]).any()):
             raise ValueError("MAR's sparse encoder needs the same number of masked tokens in every row")
-        n_keep = buf + L - int(n_masked[0])
+        n_keep = self.buffer_size + L - int(n_masked[0])
+        dropped = torch.cat([mask.new_zeros(B, self.buffer_size), mask], dim=1)  # [B, buf+L]
+        return torch.argsort(dropped.to(torch.int8), dim=1, stable=True)[:, :n_keep]  # [B, n_keep]
+
+    def forward_kept(self, tokens: Tensor, keep: Tensor, class_embedding: Tensor) -> tuple[Tensor, Tensor]:
+        """``forward_mae`` with the kept positions given: tokens [B, L, c], keep [B, n_keep] long
+        (``kept_indices``), class_embedding [B, D] -> z [B, L, Dd], E [B, L]. No data-dependent shapes,
+        so it exports with a dynamic n_keep (driftar-export's ``target_step`` graph)."""
+        B, L, _ = tokens.shape
+        buf = self.buffer_size
 
         # encoder: buffer slots hold the class embedding; only buffer + visible tokens are kept
         x = self.z_proj(tokens)                                                 # [B, L, D]
         x = torch.cat([class_embedding[:, None].expand(-1, buf, -1), x], dim=1)  # [B, buf+L, D]
         x = self.z_proj_ln(x + self.encoder_pos_embed_learned)                  # [B, buf+L, D]
-        dropped = torch.cat([mask.new_zeros(B, buf), mask], dim=1)              # [B, buf+L]
-        keep = torch.argsort(dropped.to(torch.int8), dim=1, stable=True)[:, :n_keep]  # [B, n_keep] raster order
         x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))     # [B, n_keep, D]
         for blk in self.encoder_blocks:
             x, _ = blk(x)                                                       # [B, n_keep, D]

@@ -1,0 +1,268 @@
+"""``--target onnx``: a trained Drift-AR bundle -> an export bundle directory, checked end to end.
+
+    DIR/manifest.json      roles, I/O, dims and bounds, opset, versions, parity (driftar_export.manifest)
+    DIR/graphs/*.onnx      decoder, detokenize, target_step (+ target_prefill, target_verify,
+                           draft_prefill, draft_step for causal backbones)
+    DIR/config.json        the model config (driftar_core.bundle format), README.md (+ card.json): its card
+
+Written into a temporary sibling directory and moved into place only when every graph passed its
+checks (the same atomic-write rule as driftar_core.bundle): a failed export leaves DIR as it was.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from driftar_export.manifest import FORMAT, read_manifest, summary, versions, write_manifest
+from driftar_export.options import ExportError, OnnxOptions
+
+SPECULATIVE_KEYS = ("draft_len", "tau0", "kappa", "early_stop_gamma", "entropy_ema_init", "entropy_ema_decay")
+SAMPLING_KEYS = ("num_iter", "cfg", "cfg_schedule", "temperature")
+SAMPLER_CHECK_ATOL = 1e-3       # images of the whole ORT loop vs PyTorch (float round-off through L steps)
+
+
+# -------------------------------------------------------------------------------------------------
+# What can be exported
+# -------------------------------------------------------------------------------------------------
+
+
+def check_supported(bundle: Any) -> None:
+    from driftar_core.method.drift_decoder import DriftDecoder
+    if not isinstance(bundle.head, DriftDecoder):
+        head = type(bundle.head).__name__
+        raise ExportError(
+            f"cannot export {bundle.arch or bundle.backbone_name}: its head is {head} ({getattr(bundle.head, 'nfe', '?')} "
+            "NFE per token, a sampling loop that would have to live inside the graph). driftar-export exports Drift-AR "
+            "bundles, whose head is the 1-NFE DriftDecoder: export the drift variant (e.g. mar_tiny_drift.digits).")
+    if bundle.backbone_name not in ADAPTERS:
+        raise ExportError(f"driftar-export has no graph adapter for backbone {bundle.backbone_name!r} "
+                          f"(supported: {', '.join(sorted(ADAPTERS))})")
+
+
+def sampler_settings(bundle: Any, choice: str = "default") -> dict[str, Any]:
+    """The sampler the runner must reproduce: the bundle's ``default_sampler`` (a partial of generate or
+    speculative_generate) or the one ``choice`` forces, with every argument resolved to a value."""
+    from driftar_core.sampling import generate
+    from driftar_core.speculative import speculative_generate
+    s = bundle.config.sampling
+    base = {"num_iter": s.num_iter, "cfg": s.cfg, "cfg_schedule": s.cfg_schedule, "temperature": s.temperature}
+    default = getattr(bundle, "default_sampler", None)
+    func, kw = (getattr(default, "func", default), dict(getattr(default, "keywords", None) or {})) \
+        if default is not None else (generate, {})
+    if func not in (generate, speculative_generate):
+        raise ExportError(f"the bundle's default sampler {func!r} is neither driftar_core.sampling.generate nor "
+                          "driftar_core.speculative.speculative_generate; pass --set sampler=plain|speculative")
+    kind = {"default": "speculative" if func is speculative_generate else "plain"}.get(choice, choice)
+    if kind == "plain":
+        return {"kind": "plain", **base, **{k: v for k, v in kw.items() if k in SAMPLING_KEYS and func is generate}}
+    if getattr(bundle, "draft", None) is None:
+        raise ExportError("speculative sampling needs a draft model (bundle.draft is None); use --set sampler=plain")
+    if bundle.backbone_name not in CAUSAL:
+        raise ExportError(f"speculative sampling is exported for causal backbones ({', '.join(CAUSAL)}), "
+                          f"not {bundle.backbone_name!r}")
+    if func is not speculative_generate:                   # forced: the model's speculative config, else defaults
+        spec_cfg = getattr(bundle.config, "speculative", None)
+        kw = spec_cfg.model_dump(exclude={"enabled"}) if spec_cfg is not None else {}
+    unsupported = {k: kw[k] for k in ("sigma", "negative_control") if kw.get(k) not in (None, False)}
+    if kw.get("draft") is not None and kw["draft"] is not bundle.draft:
+        unsupported["draft"] = "a draft other than bundle.draft"
+    if unsupported:
+        raise ExportError(f"the default sampler sets {sorted(unsupported)}, which the exported loop does not support "
+                          "(custom sigma callables, the negative control, a draft outside the bundle)")
+    params = inspect.signature(speculative_generate).parameters
+    out = {k: kw.get(k, params[k].default) for k in SPECULATIVE_KEYS}
+    out.update({k: kw[k] for k in ("cfg", "cfg_schedule", "temperature") if kw.get(k) is not None})
+    return {"kind": "speculative", **{k: v for k, v in base.items() if k != "num_iter"}, **out}
+
+
+def weights_digest(bundle: Any) -> str:
+    """sha256 of the state dict (names, dtypes, shapes, bytes): ties a bundle to the exact weights it came from."""
+    import hashlib
+
+    import torch
+    h = hashlib.sha256()
+    for name, t in sorted(bundle.state_dict().items()):
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        t = t.detach().cpu().contiguous()
+        h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())   # numpy has no bfloat16
+    return h.hexdigest()
+
+
+def torch_sampler(settings: dict[str, Any]) -> Callable[..., Any]:
+    """``sampler(bundle, labels, generator=g)`` running the PyTorch loop the settings describe."""
+    from driftar_core.sampling import generate
+    from driftar_core.speculative import speculative_generate
+    func = generate if settings["kind"] == "plain" else speculative_generate
+    keys = SAMPLING_KEYS if settings["kind"] == "plain" else (*SAMPLING_KEYS[1:], *SPECULATIVE_KEYS)
+    kw = {k: settings[k] for k in keys}
+    return lambda bundle, labels, generator=None: func(bundle, labels, generator=generator, **kw)
+
+
+# -------------------------------------------------------------------------------------------------
+# Backbone adapters: specs + manifest sections
+# -------------------------------------------------------------------------------------------------
+
+
+def masked_adapter(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    from driftar_export.graphs.common import decoder_spec, detokenize_spec
+    from driftar_export.graphs.masked import masked_specs
+    L, _ = bundle.tokenizer.token_shape
+    rows = 2 * options.max_batch
+    specs = [*masked_specs(bundle, rows), decoder_spec(bundle.head, rows * L), detokenize_spec(bundle.tokenizer, options.max_batch)]
+    return specs, {"model": {"kind": "masked", "buffer_size": bundle.backbone.buffer_size}}
+
+
+def causal_adapter(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    from driftar_export.graphs.causal import cache_layout, causal_specs, prompt_table
+    from driftar_export.graphs.common import decoder_spec, detokenize_spec
+    lm, draft = bundle.backbone, getattr(bundle, "draft", None)
+    prompts = prompt_table(lm)
+    longest = max(len(p) for p in [*prompts["class_prefix_ids"], prompts["negative_prefix_ids"]])
+    max_prompt = options.max_prompt_len or longest
+    if max_prompt < longest:
+        raise ExportError(f"max_prompt_len {max_prompt} is shorter than the longest class prompt prefix ({longest})")
+    k = options.max_draft_len or settings.get("draft_len") or getattr(getattr(bundle.config, "speculative", None),
+                                                                      "draft_len", None) or 4
+    if settings["kind"] == "speculative" and settings["draft_len"] > k:
+        raise ExportError(f"max_draft_len {k} is below the sampler's draft_len {settings['draft_len']}")
+    rows = 2 * options.max_batch
+    bounds = {"max_rows": rows, "max_prompt_len": max_prompt}
+    feeds = {"target_step": (1, 1)} if draft is None else {"target_step": (1, 1), "target_verify": (2, k + 1)}
+    specs = causal_specs(lm, "target", feeds=feeds, **bounds)
+    section: dict[str, Any] = {"prompts": prompts, "target": cache_layout(lm)}
+    if draft is not None:
+        specs += causal_specs(draft, "draft", feeds={"draft_step": (1, 2)}, **bounds)
+        section["draft"] = cache_layout(draft)
+    heads = rows * ((k + 1) if draft is not None else 1)
+    specs += [decoder_spec(bundle.head, heads), detokenize_spec(bundle.tokenizer, options.max_batch)]
+    return specs, {"model": {"kind": "causal"}, "causal": section,
+                   "options_resolved": {"max_draft_len": k if draft is not None else None, "max_prompt_len": max_prompt}}
+
+
+ADAPTERS = {"mar": masked_adapter, "nextstep1": causal_adapter}
+CAUSAL = ("nextstep1",)
+
+
+# -------------------------------------------------------------------------------------------------
+# The export
+# -------------------------------------------------------------------------------------------------
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+        raise ExportError(f"--out {out} exists and is not an export bundle; choose a new or empty directory")
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the finished bundle into place; an old bundle at ``out`` is swapped out, then deleted."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{tmp.name[-8:]}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def _write_card(bundle: Any, tmp: Path, ref: str | None) -> None:
+    import json
+
+    from driftar_core.bundle import atomic_write_text, default_card
+    atomic_write_text(tmp / "config.json", json.dumps(bundle.config_dict(), indent=2))
+    src = None
+    if ref:
+        from driftar_core.resolve import find_model_dir
+        try:
+            src = find_model_dir(ref)
+            if src is None:
+                from driftar_core.registry import registries
+                src = registries().cards.get(ref).directory if ref in registries().cards.names() else None
+        except Exception:
+            src = None
+    for name in ("README.md", "card.json"):
+        if src is not None and (Path(src) / name).is_file():
+            shutil.copyfile(Path(src) / name, tmp / name)
+    if not (tmp / "README.md").is_file():
+        atomic_write_text(tmp / "README.md", default_card(bundle))
+
+
+def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = None, ref: str | None = None,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Export ``bundle`` (in eval mode, fp32) to ``out_dir``; returns the manifest. ``ref``: the name or path
+    the model was loaded from (recorded, and used by ``driftar run --compare``)."""
+    import torch
+
+    from driftar_export.onnx_export import export_graph, parity
+    options = options or OnnxOptions()
+    check_supported(bundle)
+    bundle = bundle.eval()
+    if any(p.dtype != torch.float32 for p in bundle.parameters()):
+        raise ExportError("export fp32 weights (bundle.float()); fp16 engines come from --target tensorrt "
+                          "--set precision=fp16")
+    settings = sampler_settings(bundle, options.sampler)
+    specs, sections = ADAPTERS[bundle.backbone_name](bundle, options, settings)
+    out = Path(out_dir)
+    _prepare_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)                          # mkdtemp makes 0700; a bundle is a normal directory
+    try:
+        (tmp / "graphs").mkdir()
+        graphs = {}
+        for spec in specs:
+            path = tmp / "graphs" / f"{spec.role}.onnx"
+            record = export_graph(spec, path, options.opset)
+            record["file"] = f"graphs/{path.name}"
+            record["parity"] = parity(spec, path, options.parity_atol, options.seed)
+            graphs[spec.role] = record
+            worst = max(max(p["max_abs_diff"].values()) for p in record["parity"])
+            log(f"exported {spec.role:14s} parity vs PyTorch at {[p['dims'] for p in record['parity']]}: "
+                f"max |diff| {worst:.2e}")
+        model = {"ref": ref, "arch": bundle.arch, "backbone": bundle.backbone_name, "weights_sha256": weights_digest(bundle),
+                 "token_shape": list(bundle.tokenizer.token_shape), "image_shape": list(bundle.tokenizer.image_shape),
+                 "class_num": int(bundle.config.class_num), **sections.pop("model")}
+        resolved = {**options.model_dump(), **sections.pop("options_resolved", {})}
+        worst = {r: max(max(p["max_abs_diff"].values()) for p in g["parity"]) for r, g in graphs.items()}
+        manifest = {"format": FORMAT, "model": model, "sampler": settings, **sections, "graphs": graphs,
+                    "opset": options.opset, "precision": options.precision, "options": resolved, "versions": versions(),
+                    "parity": {"atol": options.parity_atol, "max_abs_diff": worst, "passed": True}}
+        _write_card(bundle, tmp, ref)
+        write_manifest(tmp, manifest)
+        if options.check_sampler:
+            manifest["parity"]["sampler"] = check_sampler(bundle, tmp, settings, options.check_batch, options.seed)
+            write_manifest(tmp, manifest)
+            s = manifest["parity"]["sampler"]
+            log(f"sampler check ({settings['kind']}, batch {s['batch']}, seed {s['seed']}): ORT vs PyTorch max |pixel "
+                f"diff| {s['max_abs_pixel_diff']:.2e}, pass counts equal: {s['counts_equal']}")
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest = read_manifest(out)
+    log(summary(manifest))
+    return manifest
+
+
+def check_sampler(bundle: Any, directory: Path, settings: dict[str, Any], batch: int, seed: int,
+                  runner: Any = None) -> dict[str, Any]:
+    """The whole ORT loop vs the PyTorch sampler for one seed: max |pixel| and |token| differences, counts."""
+    import torch
+
+    from driftar_export.runtime.runner import Runner
+    runner = runner or Runner(directory, threads=1)
+    labels = torch.arange(batch) % int(bundle.config.class_num)
+    ref = torch_sampler(settings)(bundle, labels, generator=torch.Generator().manual_seed(seed))
+    got = runner.sample(labels, generator=torch.Generator().manual_seed(seed))
+    keys = ("backbone_passes", "head_nfe", "draft_passes", "rounds", "accepted")
+    c_ref, c_got = ref.counts.as_dict(), got.counts.as_dict()
+    pix = float((got.images.double() - ref.images.double()).abs().max())
+    return {"batch": batch, "seed": seed, "max_abs_pixel_diff": pix,
+            "max_abs_token_diff": float((got.tokens.double() - ref.tokens.double()).abs().max()),
+            "counts_equal": all(c_ref.get(k) == c_got.get(k) for k in keys),
+            "counts": {k: c_got.get(k) for k in keys if k in c_got}, "passed": pix <= SAMPLER_CHECK_ATOL}

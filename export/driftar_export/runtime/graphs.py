@@ -1,0 +1,95 @@
+"""Graph executors: ``run(role, feeds) -> outputs`` over a bundle's graphs, numpy in and out.
+
+The host loops (``runtime/loops_*.py``) only see this interface, so ONNX Runtime and TensorRT
+(``driftar_export.tensorrt.runtime``) run the same loop. ONNX Runtime sessions take the providers in
+priority order (TensorRT EP -> CUDA EP -> CPU EP; ORT >= 1.10 wants them explicit). The TensorRT
+EP's optimisation profiles come from the manifest's dim bounds, its engines and timing cache are
+cached under ``<bundle>/ort_trt_cache``.
+
+Inputs and outputs go through host memory on every call. On a GPU, IO binding
+(``session.io_binding()``: keep the KV cache and z on the device between calls) is the next step;
+docs/ECOSYSTEM.md section 3.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from driftar_export.manifest import profile_shapes
+
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
+class GraphSet(Protocol):
+    roles: set[str]
+
+    def run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run graph ``role`` on named inputs; returns its outputs by name."""
+        ...
+
+
+def provider_names(providers: list[str] | tuple[str, ...]) -> list[str]:
+    """Short names (tensorrt, cuda, cpu) or ORT names -> ORT names; unavailable ones fail clearly."""
+    import onnxruntime as ort
+    names = [PROVIDERS.get(p.lower(), p) for p in providers]
+    available = ort.get_available_providers()
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise RuntimeError(f"onnxruntime {ort.__version__} has no {', '.join(missing)} (available: "
+                           f"{', '.join(available)}). For the TensorRT / CUDA providers install onnxruntime-gpu "
+                           "(and TensorRT 10 libraries for the TensorRT EP) instead of onnxruntime, or pass "
+                           "--providers cpu.")
+    return names
+
+
+def tensorrt_ep_options(graph: dict[str, Any], cache_dir: Path, fp16: bool = False) -> dict[str, Any]:
+    """TensorRT EP options of one graph: explicit profiles from the manifest bounds, engine + timing cache."""
+    shapes = profile_shapes(graph)
+
+    def fmt(i: int) -> str:
+        return ",".join(f"{name}:{'x'.join(map(str, s[i]))}" for name, s in shapes.items())
+
+    return {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir),
+            "trt_profile_min_shapes": fmt(0), "trt_profile_opt_shapes": fmt(1), "trt_profile_max_shapes": fmt(2)}
+
+
+def session_options(threads: int | None) -> Any:
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3                                    # errors only
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    return so
+
+
+class OrtGraphs:
+    """One ONNX Runtime session per graph of a bundle."""
+
+    def __init__(self, directory: str | Path, manifest: dict[str, Any], providers: tuple[str, ...] = ("cpu",),
+                 threads: int | None = None, fp16: bool = False):
+        import onnxruntime as ort
+        directory = Path(directory)
+        names = provider_names(providers)
+        self.providers = names
+        self.sessions: dict[str, Any] = {}
+        for role, g in manifest["graphs"].items():
+            opts = [tensorrt_ep_options(g, directory / "ort_trt_cache", fp16) if n == PROVIDERS["tensorrt"] else {}
+                    for n in names]
+            self.sessions[role] = ort.InferenceSession(str(directory / g["file"]), session_options(threads),
+                                                       providers=names, provider_options=opts)
+        self.outputs = {r: [o.name for o in s.get_outputs()] for r, s in self.sessions.items()}
+        self.roles = set(self.sessions)
+
+    def run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.outputs[role], self.sessions[role].run(None, feeds)))
+
+
+def ort_session(path: str | Path, threads: int | None = 1) -> Any:
+    """A CPU session for one graph file (parity checks at export time)."""
+    import onnxruntime as ort
+    return ort.InferenceSession(str(path), session_options(threads), providers=[PROVIDERS["cpu"]])

@@ -1,0 +1,62 @@
+"""The exporters this plugin registers (``driftar_register_exporters``): ``onnx`` and ``tensorrt``.
+
+Each is the callable the hookspec asks for, ``export(bundle, out_dir, **options)``, plus two optional
+attributes the core uses when present: ``preflight(**options)`` (fail fast, before the model is
+loaded: e.g. TensorRT missing) and ``load_runner(directory)`` (``driftar bench --models onnx:DIR``).
+Torch-free at import.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from driftar_export.options import OnnxOptions, TensorRTOptions, parse_options
+
+
+class OnnxExporter:
+    """``driftar export --target onnx``: graphs, manifest and parity (driftar_export.exporter)."""
+
+    name = "onnx"
+
+    def preflight(self, **options: Any) -> OnnxOptions:
+        return parse_options(OnnxOptions, options, self.name)
+
+    def __call__(self, bundle: Any, out_dir: str | Path, ref: str | None = None, log: Callable[[str], None] = print,
+                 **options: Any) -> dict[str, Any]:
+        from driftar_export.exporter import export_onnx
+        return export_onnx(bundle, out_dir, self.preflight(**options), ref=ref, log=log)
+
+    def load_runner(self, directory: str | Path, **kwargs: Any) -> Any:
+        """An ONNX Runtime runner (CPU unless ``providers`` says otherwise)."""
+        from driftar_export.runtime.runner import Runner
+        return Runner(directory, backend="onnxruntime", **kwargs)
+
+
+class TensorRTExporter:
+    """``driftar export --target tensorrt``: the ONNX bundle (made first if ``out_dir`` has none) + engines."""
+
+    name = "tensorrt"
+
+    def preflight(self, **options: Any) -> TensorRTOptions:
+        from driftar_export.tensorrt.build import preflight
+        parsed = parse_options(TensorRTOptions, options, self.name)
+        preflight()                                                   # tensorrt + GPU, else what to install
+        return parsed
+
+    def __call__(self, bundle: Any, out_dir: str | Path, ref: str | None = None, log: Callable[[str], None] = print,
+                 **options: Any) -> dict[str, Any]:
+        from driftar_export.exporter import export_onnx
+        from driftar_export.manifest import read_manifest
+        from driftar_export.tensorrt.build import build_engines
+        parsed = self.preflight(**options)
+        out = Path(out_dir)
+        existing = read_manifest(out) if (out / "manifest.json").is_file() else None
+        if existing is None or existing["model"].get("ref") != ref or ref is None:
+            export_onnx(bundle, out, parsed.onnx, ref=ref, log=log)
+        else:
+            log(f"using the ONNX graphs already in {out} (exported from {ref})")
+        return build_engines(out, parsed, log=log)
+
+    def load_runner(self, directory: str | Path, **kwargs: Any) -> Any:
+        from driftar_export.runtime.runner import Runner
+        return Runner(directory, backend="tensorrt")
