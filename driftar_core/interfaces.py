@@ -66,6 +66,7 @@ class TrainOutput:
     aux_loss: scalar tensor of backbone-side losses (NextStep-1's text CE), or None.
     cond: the condition as the forward used it (after CFG dropout, e.g. NextStep-1's prompts), or None;
         a model trained alongside (the draft) must see the same one.
+    inputs: [B, L, c] the tokens the forward consumed (after input noise), or None = the given tokens.
     """
 
     z: "Tensor"
@@ -73,6 +74,7 @@ class TrainOutput:
     entropy: "Tensor | None" = None
     aux_loss: "Tensor | None" = None
     cond: Any = None
+    inputs: "Tensor | None" = None
 
 
 @dataclass

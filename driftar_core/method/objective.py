@@ -102,7 +102,8 @@ class DriftARObjective(TrainObjective):
             metrics["entropy_std"] = ent.std().detach()                       # 0 = the official code's collapse
         loss = terms.loss if phase2 else (1.0 - alpha) * terms.loss
         if self.config.train_draft and bundle.draft is not None and not phase2:
-            inputs = {"tokens": tokens, "cond": out.cond} if getattr(bundle.draft, "needs_inputs", False) else {}
+            fed = tokens if out.inputs is None else out.inputs.detach()        # what the target consumed
+            inputs = {"tokens": fed, "cond": out.cond} if getattr(bundle.draft, "needs_inputs", False) else {}
             d = bundle.draft.loss_terms(z.detach(), None if ent is None else ent.detach(), **inputs)
             loss = loss + alpha * d["loss"]
             metrics.update({f"draft_{k}" if not k.startswith("draft") else k: v.detach() for k, v in d.items()})

@@ -73,14 +73,14 @@ def test_objective_trains_draft_and_head_with_the_targets_prompts(drift_bundle):
     forward_train = b.draft.forward_train
 
     def spy(tokens, cond):
-        seen["draft"] = list(cond)
+        seen["draft"], seen["draft_tokens"] = list(cond), tokens
         return forward_train(tokens, cond)
     b.draft.forward_train = spy
     target_forward = b.backbone.forward_train
 
     def target_spy(tokens, cond, generator=None):
         out = target_forward(tokens, cond, generator)
-        seen["target"] = list(out.cond)
+        seen["target"], seen["target_inputs"], seen["clean"] = list(out.cond), out.inputs, tokens
         return out
     b.backbone.forward_train = target_spy
     torch.manual_seed(3)
@@ -89,6 +89,9 @@ def test_objective_trains_draft_and_head_with_the_targets_prompts(drift_bundle):
     loss, metrics = obj(images, labels)
     loss.backward()
     assert seen["draft"] == seen["target"] and len(seen["target"]) == 4
+    # the target's input noise (robustness to its own samples) reaches the draft unchanged, drawn once
+    torch.testing.assert_close(seen["draft_tokens"], seen["target_inputs"])
+    assert float((seen["target_inputs"] - seen["clean"]).std()) == pytest.approx(0.2, rel=0.2)
     assert {"draft_reg", "draft_ent", "drift_loss"} <= set(metrics)
     assert all(g is None for g in _grads(b.backbone))                         # default: trained target fixed
     assert any(g is not None and g.abs().sum() > 0 for g in _grads(b.draft))

@@ -66,8 +66,8 @@ class NextStep1Draft(NextStep1):
 
     def __init__(self, config: NextStep1Config, entropy_weight: float = _DRAFT_DEFAULTS.entropy_weight,
                  smooth_l1_beta: float = _DRAFT_DEFAULTS.smooth_l1_beta):
-        # the prompts come from the target's forward (already dropped for CFG): never drop again
-        super().__init__(config.model_copy(update={"prompt_drop_prob": 0.0}))
+        # prompts and input tokens come from the target's forward (already dropped / noised): never again
+        super().__init__(config.model_copy(update={"prompt_drop_prob": 0.0, "input_noise_std": 0.0}))
         self.entropy_weight, self.smooth_l1_beta = entropy_weight, smooth_l1_beta
 
     @classmethod

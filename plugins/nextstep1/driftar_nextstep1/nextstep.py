@@ -184,16 +184,22 @@ class NextStep1(nn.Module):
         """Teacher forcing: tokens [B, L, c], labels [B] or prompts -> z [B, L, H], E [B, L],
         aux_loss = lm_loss_weight * text CE (prompt tokens after <bos>, and <eoi> after x_L).
 
-        In training mode a prompt is replaced by the empty prompt with probability prompt_drop_prob (CFG).
+        In training mode a prompt is replaced by the empty prompt with probability prompt_drop_prob (CFG),
+        and the image tokens FED as inputs get N(0, input_noise_std^2) noise (the head's targets stay
+        clean; ``TrainOutput.inputs`` is what was fed, so a draft trained alongside sees the same).
         """
         B, L, _ = tokens.shape
         prompts = self.prompts(cond)
         if self.training and self.config.prompt_drop_prob > 0:
             u = torch.rand(B, generator=generator, device=generator.device if generator else "cpu")
             prompts = [NEGATIVE_PROMPT if d else p for p, d in zip(prompts, (u < self.config.prompt_drop_prob).tolist())]
+        inputs = tokens
+        if self.training and self.config.input_noise_std > 0:
+            noise = torch.randn(tokens.shape, generator=generator, device=generator.device if generator else "cpu")
+            inputs = tokens + self.config.input_noise_std * noise.to(tokens)    # [B, L, c]
         ids, valid = self.prefix_ids(prompts)                                   # [B, P]
         P = ids.shape[1]
-        embeds = torch.cat([self.embed_tokens(ids), self.image_in_projector(tokens.to(self.embed_tokens.weight.dtype))], 1)
+        embeds = torch.cat([self.embed_tokens(ids), self.image_in_projector(inputs.to(self.embed_tokens.weight.dtype))], 1)
         key_valid = torch.cat([valid, valid.new_ones(B, L)], dim=1)             # [B, P + L]
         h, entropy, _ = self.forward_layers(embeds, 0, key_valid, image_start=P - 1)  # [B, P + L, H]
         z = self.image_condition(h[:, P - 1:P - 1 + L], torch.arange(L, device=h.device))  # [B, L, H]
@@ -204,7 +210,7 @@ class NextStep1(nn.Module):
         logits = self.lm_head(torch.cat([h[:, :P - 1], h[:, -1:]], dim=1)).float()  # [B, P, V]
         ce = F.cross_entropy(logits.flatten(0, 1), torch.cat([targets, eoi], 1).flatten(), ignore_index=IGNORE)
         return TrainOutput(z=z, loss_mask=z.new_ones(B, L), entropy=entropy[:, P - 1:P - 1 + L],
-                           aux_loss=self.config.lm_loss_weight * ce, cond=prompts)
+                           aux_loss=self.config.lm_loss_weight * ce, cond=prompts, inputs=inputs)
 
     def init_drift_components(self, bundle: nn.Module) -> None:
         """Drift-AR: copy the frozen phi and the draft from this (trained) target into ``bundle``."""

@@ -17,7 +17,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},                                            # the NextStep1Config defaults
     "tiny_drift": {"head_type": "drift"},                  # Drift-AR: same LLM, 1-NFE drift decoder, layer draft
     "large": {                                             # NextStep-1-Large, 256 px
-        "img_size": 32, "channels": 16, "patch_size": 2, "use_norm": True,
+        "img_size": 32, "channels": 16, "patch_size": 2, "use_norm": True, "input_noise_std": 0.0,
         "vocab_size": 152064, "hidden_size": 5120, "num_hidden_layers": 48, "num_attention_heads": 40,
         "num_key_value_heads": 8, "intermediate_size": 13824, "rms_norm_eps": 1e-5, "rope_theta": 1e6,
         "gen_pos_embed_grid": 32,                          # the official buffer is always 32 x 32
