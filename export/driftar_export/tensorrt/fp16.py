@@ -23,7 +23,8 @@ FP16_OPS = ("MatMul", "Gemm")
 
 
 def convert_matmuls_to_fp16(model: Any) -> Any:
-    """fp32 ONNX ModelProto -> a copy whose MatMul/Gemm run in fp16 (fp32 everywhere else)."""
+    """fp32 ONNX ModelProto -> a copy whose MatMul/Gemm run in fp16 (fp32 everywhere else; a graph without
+    them comes back unchanged)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -62,8 +63,8 @@ def convert_matmuls_to_fp16(model: Any) -> Any:
         nodes.append(node)
         nodes.append(helper.make_node("Cast", [node.output[0]], [out], to=TensorProto.FLOAT, name=f"{out}__to_fp32"))
         converted += 1
-    if not converted:
-        raise ValueError("the graph has no MatMul/Gemm to run in fp16")
+    if not converted:                                            # nothing to gain (e.g. detokenize): unchanged
+        return model
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]                                      # re-inferred below with the new types

@@ -1,0 +1,1 @@
+"""The exported sampler on the host: graph executors, the plain / speculative loops, the Runner."""

@@ -1,0 +1,123 @@
+"""ONNX bundles of tiny Drift-AR models: the manifest's parity records, and the ONNX Runtime loops (plain
+MAR, plain and speculative NextStep-1) against the PyTorch samplers with the same noise."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from driftar_core.sampling import draw_noise, generate
+from driftar_core.speculative import speculative_generate
+
+ATOL = 1e-4            # fp32 graph parity (issue 5)
+LOOP_ATOL = 1e-4       # a whole sampling loop (round-off through every AR step)
+
+
+def graph_dims_were_checked(manifest):
+    for role, g in manifest["graphs"].items():
+        example = {n: d["example"] for n, d in g["dims"].items()}
+        assert len(g["parity"]) == 2, role
+        for p in g["parity"]:
+            assert p["dims"] != example, f"{role}: parity ran at the example's shape"
+            assert max(p["max_abs_diff"].values()) <= ATOL, (role, p)
+
+
+def test_mar_manifest_records_parity_at_two_other_shapes(mar_bundle):
+    import onnx
+
+    from driftar_export.manifest import read_manifest
+    m = read_manifest(mar_bundle)
+    assert set(m["graphs"]) == {"target_step", "decoder", "detokenize"}
+    assert m["model"]["kind"] == "masked" and m["sampler"]["kind"] == "plain" and m["opset"] == 20
+    assert m["graphs"]["target_step"]["dims"]["rows"]["max"] == 8                 # 2 x max_batch (CFG rows)
+    assert [i["name"] for i in m["graphs"]["target_step"]["inputs"]] == ["tokens", "keep", "labels", "positions"]
+    assert {"torch", "onnx", "onnxruntime", "onnxscript"} <= {k for k, v in m["versions"].items() if v}
+    graph_dims_were_checked(m)
+    s = m["parity"]["sampler"]
+    assert s["counts_equal"] and s["max_abs_pixel_diff"] < LOOP_ATOL and s["passed"]
+    for g in m["graphs"].values():
+        onnx.checker.check_model(str(mar_bundle / g["file"]), full_check=True)
+        assert not any(n.op_type in ("Loop", "Scan", "If") for n in onnx.load(str(mar_bundle / g["file"])).graph.node)
+    assert (mar_bundle / "config.json").is_file() and (mar_bundle / "README.md").is_file()
+
+
+@pytest.mark.parametrize("batch,overrides", [(3, {}), (1, {"cfg": 1.0}), (4, {"num_iter": 16, "temperature": 0.7})])
+def test_mar_ort_loop_equals_generate(tiny_mar, mar_runner, batch, overrides):
+    """Runner.draws makes the orders and noise generate() draws for a seed; the loops then agree."""
+    labels = torch.arange(batch) * 3 % 10
+    ref = generate(tiny_mar, labels, generator=torch.Generator().manual_seed(batch), **overrides)
+    draws = mar_runner.draws(batch, torch.Generator().manual_seed(batch))
+    out = mar_runner.generate(labels.numpy(), **draws, **overrides)
+    np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
+    np.testing.assert_allclose(out.images, ref.images.numpy(), atol=LOOP_ATOL, rtol=0)
+    assert (out.counts.backbone_passes, out.counts.head_nfe) == (ref.counts.backbone_passes, ref.counts.head_nfe)
+    assert np.abs(out.tokens).sum(-1).all()                                   # every token committed
+
+
+def test_runner_sample_chunks_above_max_batch(tiny_mar, mar_runner):
+    """A batch above the bundle's bound runs in chunks of the SAME draws: still generate()'s images."""
+    labels = torch.arange(6) % 10                                              # max_batch is 4
+    ref = generate(tiny_mar, labels, generator=torch.Generator().manual_seed(11))
+    got = mar_runner.sample(labels, generator=torch.Generator().manual_seed(11))
+    assert got.counts.extra["chunks"] == 2
+    assert float((got.images - ref.images).abs().max()) < LOOP_ATOL
+
+
+def test_causal_manifest(causal_bundle):
+    from driftar_export.manifest import read_manifest
+    m = read_manifest(causal_bundle)
+    assert set(m["graphs"]) == {"target_prefill", "target_step", "target_verify", "draft_prefill", "draft_step",
+                                "decoder", "detokenize"}
+    assert m["sampler"] == {"kind": "speculative", "cfg": 2.0, "cfg_schedule": "constant", "temperature": 1.0,
+                            "draft_len": 3, "tau0": 0.0, "kappa": 0.5, "early_stop_gamma": None,
+                            "entropy_ema_init": None, "entropy_ema_decay": 0.9}
+    assert m["graphs"]["target_verify"]["dims"]["elements"]["max"] == 4          # k + 1 = draft_len + 1
+    assert m["graphs"]["target_step"]["inputs"][0]["shape"] == ["rows", 1, 4]    # one element, static
+    assert m["graphs"]["target_step"]["outputs"][2]["shape"][3] != m["graphs"]["target_step"]["inputs"][2]["shape"][3]
+    assert m["causal"]["target"]["num_layers"] == 2 and m["causal"]["draft"]["num_layers"] == 1
+    graph_dims_were_checked(m)
+    assert m["parity"]["sampler"]["counts_equal"] and m["parity"]["sampler"]["max_abs_pixel_diff"] < LOOP_ATOL
+
+
+def test_causal_plain_loop_equals_generate(tiny_causal, causal_runner):
+    labels = torch.tensor([3, 8, 1])
+    noise = draw_noise(tiny_causal.head, 3, 16, torch.Generator().manual_seed(2), "cpu")
+    ref = generate(tiny_causal, labels, noise=noise)
+    out = causal_runner.generate(labels.numpy(), noise=noise.numpy(), sampler="plain")
+    np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
+    assert out.counts.backbone_passes == ref.counts.backbone_passes == 16
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),                                                        # the bundle's default (kappa 0.5)
+    dict(tau0=0.6, kappa=0.5, cfg=1.0),                            # partial acceptance, no CFG
+    dict(draft_len=2, tau0=0.3, kappa=1.0, early_stop_gamma=0.9),  # early stop + entropy EMA
+])
+def test_speculative_loop_equals_speculative_generate(tiny_causal, causal_runner, kw):
+    labels = torch.tensor([3, 8])
+    noise = draw_noise(tiny_causal.head, 2, 16, torch.Generator().manual_seed(3), "cpu")
+    settings = {**{k: v for k, v in causal_runner.settings.items() if k != "kind"}, **kw}
+    ref = speculative_generate(tiny_causal, labels, noise=noise, **settings)
+    out = causal_runner.generate(labels.numpy(), noise=noise.numpy(), **kw)
+    np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
+    for key in ("rounds", "accepted", "drafted", "early_stops"):
+        assert out.counts.extra[key] == ref.counts.extra[key], key
+    assert (out.counts.backbone_passes, out.counts.draft_passes, out.counts.head_nfe) == \
+        (ref.counts.backbone_passes, ref.counts.draft_passes, ref.counts.head_nfe)
+    assert out.counts.backbone_passes == 16 - out.counts.extra["accepted"]     # target passes = rounds
+
+
+def test_speculative_cases_cover_acceptance(tiny_causal, causal_runner):
+    """The parametrised cases are not vacuous: some drafts are accepted, some rejected."""
+    noise = draw_noise(tiny_causal.head, 2, 16, torch.Generator().manual_seed(3), "cpu").numpy()
+    out = causal_runner.generate(np.array([3, 8]), noise=noise, tau0=0.6, kappa=0.5, cfg=1.0)
+    assert 0 < out.counts.extra["accepted"] < out.counts.extra["drafted"]
+
+
+def test_zero_tolerance_speculative_equals_plain_ort(causal_runner):
+    """DESIGN.md invariant on the exported loop: tau0 = kappa = 0 reproduces sequential decoding."""
+    noise = np.random.default_rng(0).standard_normal((2, 16, 1, 4)).astype(np.float32)
+    plain = causal_runner.generate(np.array([1, 6]), noise=noise, sampler="plain")
+    spec = causal_runner.generate(np.array([1, 6]), noise=noise, tau0=0.0, kappa=0.0)
+    np.testing.assert_allclose(spec.tokens, plain.tokens, atol=1e-5, rtol=0)
+    assert spec.counts.extra["rounds"] == 16 - spec.counts.extra["accepted"]
