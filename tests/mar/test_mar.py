@@ -9,6 +9,7 @@ from driftar_mar.build import build_mar
 from driftar_mar.config import MARConfig
 from driftar_mar.mar import cosine_mask_lengths
 from driftar_mar.presets import PRESETS
+from mar_small import SMALL
 
 from driftar_core.interfaces import ARBackbone
 from driftar_core.method.entropy import attention_entropy
@@ -236,3 +237,25 @@ def test_init_follows_mar(bundle):
     assert mar.encoder_blocks[0].attn.qkv.bias.abs().sum() == 0
     bound = math.sqrt(6 / (32 + 96))                                      # xavier_uniform of qkv [96, 32]
     assert mar.encoder_blocks[0].attn.qkv.weight.abs().max() <= bound
+
+
+@pytest.mark.parametrize("decoder_depth", [1, 2, 3])
+def test_step_computes_only_the_queried_rows_with_the_same_numbers(decoder_depth):
+    """forward_kept(query=...) runs the last decoder block on the predicted rows only; z and E equal the
+    full forward's at those rows (the sampling step uses nothing else)."""
+    torch.manual_seed(0)
+    mar = build_mar(MARConfig(**{**SMALL, "decoder_depth": decoder_depth})).backbone.eval()
+    with torch.no_grad():
+        for p in mar.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    tokens, mask = torch.randn(3, 64, 4), torch.zeros(3, 64, dtype=torch.bool)
+    mask[:, ::2] = True                                                   # 32 masked per row
+    query = torch.stack([torch.randperm(64)[:5] for _ in range(3)])
+    ce = mar.class_emb(torch.tensor([1, 2, 3]))
+    keep = mar.kept_indices(mask)
+    with torch.no_grad():
+        z_full, e_full = mar.forward_kept(tokens, keep, ce)
+        z_q, e_q = mar.forward_kept(tokens, keep, ce, query=query)
+    torch.testing.assert_close(z_q, torch.gather(z_full, 1, query[..., None].expand(-1, -1, z_full.shape[-1])))
+    torch.testing.assert_close(e_q, e_full)
+    assert z_q.shape == (3, 5, 32)

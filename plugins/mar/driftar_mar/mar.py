@@ -56,9 +56,22 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
-        """x [B, S, D] -> out [B, S, D], attention probabilities [B, H, S, S] if return_attn else None."""
-        q, k, v = rearrange(self.qkv(x), "b s (three h d) -> three b h s d", three=3, h=self.num_heads)
+    def forward(self, x: Tensor, return_attn: bool = False,
+                query_index: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x [B, S, D] -> out [B, S, D], attention probabilities [B, H, S, S] if return_attn else None.
+
+        query_index [B, n]: only those rows are queries (keys and values are all S rows) -> out [B, n, D];
+        the same numbers as the full forward's rows, for a fraction of the cost.
+        """
+        if query_index is None:
+            q, k, v = rearrange(self.qkv(x), "b s (three h d) -> three b h s d", three=3, h=self.num_heads)
+        else:
+            D = x.shape[-1]
+            xq = torch.gather(x, 1, query_index[..., None].expand(-1, -1, D))  # [B, n, D]
+            q = F.linear(xq, self.qkv.weight[:D], self.qkv.bias[:D])           # [B, n, D]
+            q = rearrange(q, "b n (h d) -> b h n d", h=self.num_heads)
+            k, v = rearrange(F.linear(x, self.qkv.weight[D:], self.qkv.bias[D:]),
+                             "b s (two h d) -> two b h s d", two=2, h=self.num_heads)
         p = self.attn_drop if self.training else 0.0
         attn = None
         if return_attn:                                                         # explicit softmax
@@ -90,10 +103,14 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), proj_drop)
 
-    def forward(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
-        h, attn = self.attn(self.norm1(x), return_attn)
-        x = x + h                                                               # [B, S, D]
-        return x + self.mlp(self.norm2(x)), attn                                # [B, S, D]
+    def forward(self, x: Tensor, return_attn: bool = False,
+                query_index: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x [B, S, D] -> [B, S, D]; with query_index [B, n] only those rows are computed -> [B, n, D]."""
+        h, attn = self.attn(self.norm1(x), return_attn, query_index)
+        if query_index is not None:
+            x = torch.gather(x, 1, query_index[..., None].expand(-1, -1, x.shape[-1]))  # [B, n, D]
+        x = x + h                                                               # [B, S | n, D]
+        return x + self.mlp(self.norm2(x)), attn                                # [B, S | n, D]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -215,10 +232,17 @@ class MAR(nn.Module):
         dropped = torch.cat([mask.new_zeros(B, self.buffer_size), mask], dim=1)  # [B, buf+L]
         return torch.argsort(dropped.to(torch.int8), dim=1, stable=True)[:, :n_keep]  # [B, n_keep]
 
-    def forward_kept(self, tokens: Tensor, keep: Tensor, class_embedding: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_kept(self, tokens: Tensor, keep: Tensor, class_embedding: Tensor,
+                     query: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``forward_mae`` with the kept positions given: tokens [B, L, c], keep [B, n_keep] long
         (``kept_indices``), class_embedding [B, D] -> z [B, L, Dd], E [B, L]. No data-dependent shapes,
-        so it exports with a dynamic n_keep (driftar-export's ``target_step`` graph)."""
+        so it exports with a dynamic n_keep (driftar-export's ``target_step`` graph).
+
+        query [B, n] (token positions): z only there -> z [B, n, Dd] (E stays [B, L]). The last decoder
+        block then runs only those rows as queries: the same numbers as the full forward's rows (z of
+        the other positions is never used by a sampling step), about a quarter less AR compute on the
+        tiny model. Applies when the entropy block is not the last one (its rows feed E's image mean).
+        """
         B, L, _ = tokens.shape
         buf = self.buffer_size
 
@@ -236,13 +260,21 @@ class MAR(nn.Module):
         pad = self.mask_token.to(x.dtype).expand(B, buf + L, -1)                # [B, buf+L, Dd]
         x = torch.scatter(pad, 1, keep[..., None].expand(-1, -1, x.shape[-1]), x)  # [B, buf+L, Dd]
         x = x + self.decoder_pos_embed_learned                                  # [B, buf+L, Dd]
-        entropy = None
+        entropy, last = None, len(self.decoder_blocks) - 1
+        subset = query is not None and self.entropy_block != last
         for i, blk in enumerate(self.decoder_blocks):
-            x, attn = blk(x, return_attn=i == self.entropy_block)               # [B, buf+L, Dd]
+            rows = buf + query if subset and i == last else None                # [B, n] queries of the last block
+            x, attn = blk(x, return_attn=i == self.entropy_block, query_index=rows)  # [B, buf+L | n, Dd]
             if attn is not None:
                 entropy = attention_entropy(attn[:, :, buf:])                   # [B, L] content rows
-        x = self.decoder_norm(x)[:, buf:]                                       # [B, L, Dd]
-        return x + self.diffusion_pos_embed_learned, entropy                    # [B, L, Dd], [B, L]
+        pos = self.diffusion_pos_embed_learned.expand(B, -1, -1)                # [B, L, Dd]
+        if not subset:
+            x = x[:, buf:]                                                      # [B, L, Dd]
+            if query is None:
+                return self.decoder_norm(x) + pos, entropy                      # [B, L, Dd], [B, L]
+            x = torch.gather(x, 1, query[..., None].expand(-1, -1, x.shape[-1]))  # [B, n, Dd]
+        pos = torch.gather(pos, 1, query[..., None].expand(-1, -1, pos.shape[-1]))  # [B, n, Dd]
+        return self.decoder_norm(x) + pos, entropy                              # [B, n, Dd], [B, L]
 
     # ---- training --------------------------------------------------------------------------------
 
@@ -319,8 +351,8 @@ class MAR(nn.Module):
             tokens, mask = torch.cat([tokens, tokens]), torch.cat([mask, mask])  # [2B, L, c], [2B, L]
             class_embedding = torch.cat([class_embedding, self.fake_latent.expand(B, -1)])  # [2B, D]
             positions = torch.cat([positions, positions])                       # [2B, n]
-        z, entropy = self.forward_mae(tokens, mask, class_embedding)            # [B', L, Dd], [B', L]
-        z = torch.gather(z, 1, positions[..., None].expand(-1, -1, z.shape[-1]))  # [B', n, Dd]
+        z, entropy = self.forward_kept(tokens, self.kept_indices(mask), class_embedding,
+                                       query=positions)                         # [B', n, Dd], [B', L]
         return StepOutput(z=z, entropy=torch.gather(entropy, 1, positions),     # [B', n]
                           entropy_global=entropy.mean(1))                      # [B'] image mean of E
 
