@@ -45,16 +45,16 @@ class TensorRTExporter:
 
     def __call__(self, bundle: Any, out_dir: str | Path, ref: str | None = None, log: Callable[[str], None] = print,
                  **options: Any) -> dict[str, Any]:
-        from driftar_export.exporter import export_onnx
+        from driftar_export.exporter import export_onnx, weights_digest
         from driftar_export.manifest import read_manifest
         from driftar_export.tensorrt.build import build_engines
         parsed = self.preflight(**options)
         out = Path(out_dir)
         existing = read_manifest(out) if (out / "manifest.json").is_file() else None
-        if existing is None or existing["model"].get("ref") != ref or ref is None:
-            export_onnx(bundle, out, parsed.onnx, ref=ref, log=log)
+        if existing is not None and existing["model"].get("weights_sha256") == weights_digest(bundle):
+            log(f"using the ONNX graphs already in {out} (exported from these weights)")
         else:
-            log(f"using the ONNX graphs already in {out} (exported from {ref})")
+            export_onnx(bundle, out, parsed.onnx, ref=ref, log=log)
         return build_engines(out, parsed, log=log)
 
     def load_runner(self, directory: str | Path, **kwargs: Any) -> Any:

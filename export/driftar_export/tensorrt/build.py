@@ -91,7 +91,7 @@ def stamp_mismatch(stamp: dict[str, Any], trt_version: str, compute_capability: 
         return None
     return (f"the engines were built for {' and '.join(problems)}; TensorRT engines are tied to both. "
             "Rebuild them here: driftar export --model MODEL --target tensorrt --out BUNDLE "
-            "(or python benchmarks/check_tensorrt.py --bundle BUNDLE --rebuild)")
+            "(or python benchmarks/check_tensorrt.py --bundle BUNDLE)")
 
 
 def build_engine(trt: Any, onnx_path: Path, graph: dict[str, Any], options: TensorRTOptions, strongly_typed: bool,
