@@ -229,7 +229,9 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
                  "class_num": int(bundle.config.class_num), **sections.pop("model")}
         resolved = {**options.model_dump(), **sections.pop("options_resolved", {})}
         worst = {r: max(max(p["max_abs_diff"].values()) for p in g["parity"]) for r, g in graphs.items()}
-        manifest = {"format": FORMAT, "model": model, "sampler": settings, **sections, "graphs": graphs,
+        samplers = {kind: settings if kind == settings["kind"] else sampler_settings(bundle, kind)
+                    for kind in (("plain", "speculative") if "draft_step" in graphs else ("plain",))}
+        manifest = {"format": FORMAT, "model": model, "sampler": settings, "samplers": samplers, **sections, "graphs": graphs,
                     "opset": options.opset, "precision": options.precision, "options": resolved, "versions": versions(),
                     "parity": {"atol": options.parity_atol, "max_abs_diff": worst, "passed": True}}
         _write_card(bundle, tmp, ref)

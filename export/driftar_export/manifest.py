@@ -6,6 +6,7 @@
       "sampler": {"kind": "plain" | "speculative", "num_iter", "cfg", "cfg_schedule", "temperature",
                   speculative only: "draft_len", "tau0", "kappa", "early_stop_gamma", "entropy_ema_init",
                   "entropy_ema_decay"},
+      "samplers": {kind: settings} for every loop the graphs can run (``driftar run --sampler``),
       "causal":  (causal backbones) {"prompts": class / negative prefix ids, "target"/"draft": cache layout},
       "graphs":  {role: {"file", "inputs": [{"name", "dtype", "shape"}], "outputs": [...],
                          "dims": {name: {"min", "max", "example", "checks"}}, "parity": [...]}},

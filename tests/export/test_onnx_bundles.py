@@ -121,3 +121,15 @@ def test_zero_tolerance_speculative_equals_plain_ort(causal_runner):
     spec = causal_runner.generate(np.array([1, 6]), noise=noise, tau0=0.0, kappa=0.0)
     np.testing.assert_allclose(spec.tokens, plain.tokens, atol=1e-5, rtol=0)
     assert spec.counts.extra["rounds"] == 16 - spec.counts.extra["accepted"]
+
+
+def test_sampler_settings_resolve_per_loop(causal_runner, mar_runner):
+    """A causal bundle with a draft runs either loop with the model's own settings; MAR runs the plain one."""
+    assert causal_runner.resolve({"sampler": "plain"}) == {"kind": "plain", "num_iter": 16, "cfg": 2.0,
+                                                          "cfg_schedule": "constant", "temperature": 1.0}
+    spec = causal_runner.resolve({"kappa": 1.0, "cfg": None})
+    assert (spec["kind"], spec["kappa"], spec["draft_len"], spec["cfg"]) == ("speculative", 1.0, 3, 2.0)
+    with pytest.raises(ValueError, match="cannot run a 'speculative' sampler"):
+        mar_runner.resolve({"sampler": "speculative"})
+    with pytest.raises(ValueError, match="cannot be set for the plain sampler"):
+        mar_runner.resolve({"kappa": 1.0})

@@ -65,10 +65,9 @@ class Runner:
         bad = {k for k, v in overrides.items() if v is not None} - OVERRIDABLE[kind]
         if bad:
             raise ValueError(f"{sorted(bad)} cannot be set for the {kind} sampler (allowed: {sorted(OVERRIDABLE[kind])})")
-        base = {k: v for k, v in self.settings.items() if k in OVERRIDABLE[kind]}
-        defaults = {"draft_len": 4, "tau0": 0.0, "kappa": 0.0, "early_stop_gamma": None, "entropy_ema_init": None,
-                    "entropy_ema_decay": 0.9} if kind == "speculative" else {}
-        out = {**defaults, **base, **{k: v for k, v in overrides.items() if v is not None}}
+        recorded = self.manifest.get("samplers", {}).get(kind, self.settings if kind == self.settings["kind"] else {})
+        base = {k: v for k, v in recorded.items() if k in OVERRIDABLE[kind]}
+        out = {"num_iter": None, **base, **{k: v for k, v in overrides.items() if v is not None}}
         limit = self.manifest["options"].get("max_draft_len")
         if kind == "speculative" and limit is not None and out["draft_len"] > limit:
             raise ValueError(f"draft_len {out['draft_len']} exceeds the bundle's max_draft_len {limit} (target_verify's "
