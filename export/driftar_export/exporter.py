@@ -168,21 +168,29 @@ def _replace(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
+def _card_source(ref: str | None) -> Path | None:
+    """Where the exported model's card lives: its model directory, or its zoo entry (None: neither)."""
+    from driftar_core.bundle import CheckpointError
+    from driftar_core.registry import registries
+    from driftar_core.resolve import find_model_dir
+    if not ref:
+        return None
+    try:
+        src = find_model_dir(ref)
+    except CheckpointError:
+        return None
+    if src is None and ref in registries().cards.names():
+        return registries().cards.get(ref).directory
+    return src
+
+
 def _write_card(bundle: Any, tmp: Path, ref: str | None) -> None:
+    """config.json, and the model's README.md / card.json (or a default card for a model from memory)."""
     import json
 
     from driftar_core.bundle import atomic_write_text, default_card
     atomic_write_text(tmp / "config.json", json.dumps(bundle.config_dict(), indent=2))
-    src = None
-    if ref:
-        from driftar_core.resolve import find_model_dir
-        try:
-            src = find_model_dir(ref)
-            if src is None:
-                from driftar_core.registry import registries
-                src = registries().cards.get(ref).directory if ref in registries().cards.names() else None
-        except Exception:
-            src = None
+    src = _card_source(ref)
     for name in ("README.md", "card.json"):
         if src is not None and (Path(src) / name).is_file():
             shutil.copyfile(Path(src) / name, tmp / name)
