@@ -4,7 +4,8 @@ One MAR step is one encoder + decoder forward over what the state knows. The spa
 only the buffer slots and the known tokens; how many depends on the step, so the HOST turns the known
 mask into the kept indices (``MAR.kept_indices``: buffer + known positions in raster order) and the
 graph gathers them, exactly as ``MAR.forward_kept`` does in PyTorch. The kept count is a dynamic dim
-(``kept``), not a data-dependent shape inside the graph.
+(``kept``), not a data-dependent shape inside the graph. As in ``MAR.step``, the last decoder block
+runs only the step's positions as queries (``forward_kept(..., query=positions)``).
 
     inputs   tokens [R, L, c]   committed tokens (zeros where unknown)
              keep [R, kept]     int64, MAR.kept_indices(mask): buffer slots + known positions
@@ -30,9 +31,8 @@ class MARStepGraph(nn.Module):
     def forward(self, tokens: Tensor, keep: Tensor, labels: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         m = self.mar
         table = torch.cat([m.class_emb.weight, m.fake_latent])                 # [classes + 1, D], last = null
-        z, entropy = m.forward_kept(tokens, keep, table[labels])               # [R, L, Dd], [R, L]
-        z_n = torch.gather(z, 1, positions[..., None].expand(-1, -1, z.shape[-1]))  # [R, n, Dd]
-        return z_n, torch.gather(entropy, 1, positions), entropy.mean(1)       # [R, n, Dd], [R, n], [R]
+        z, entropy = m.forward_kept(tokens, keep, table[labels], query=positions)  # [R, n, Dd], [R, L]
+        return z, torch.gather(entropy, 1, positions), entropy.mean(1)         # [R, n, Dd], [R, n], [R]
 
 
 def masked_specs(bundle: nn.Module, max_rows: int) -> list[GraphSpec]:
