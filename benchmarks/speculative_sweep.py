@@ -69,7 +69,19 @@ def decode_all(bundle: Any, labels: torch.Tensor, noise: torch.Tensor, **spec: A
     return {"tokens": torch.cat(tokens), "images": torch.cat(images), "stats": stats}
 
 
-def sweep(model: str, kappas: list[float], tau0: float, draft_len: int, num: int, seed: int) -> dict[str, Any]:
+def training_entropy(bundle: Any, num: int = 256) -> float:
+    """Mean target entropy E over the positions that see >= 2 keys, teacher-forced on training digits
+    (the calibration of the early stop's running mean, METHOD.md 4.2.3 (a))."""
+    from driftar_core.data.digits import DigitsDataset
+    data = DigitsDataset(split="train")
+    images = torch.stack([data[i][0] for i in range(min(num, len(data)))])
+    labels = torch.tensor([data[i][1] for i in range(len(images))])
+    out = bundle.backbone.forward_train(bundle.tokenizer.encode(images.to(bundle.device)), labels)
+    return float(out.entropy[:, 1:].mean())
+
+
+def sweep(model: str, kappas: list[float], tau0: float, draft_len: int, num: int, seed: int,
+          gammas: list[float] = ()) -> dict[str, Any]:
     bundle = load_model(model)
     evaluator = default_evaluator()
     labels = reference(evaluator).labels(num)                             # class-balanced, as driftar eval
@@ -93,10 +105,25 @@ def sweep(model: str, kappas: list[float], tau0: float, draft_len: int, num: int
                          "token_rmse": math.sqrt(float(diff.mean())),
                          "psnr_mean": float(p.mean()), "psnr_median": float(p.median()),
                          "rmse_by_position": diff.mean((0, 2)).sqrt().tolist()})
+        e_train = training_entropy(bundle)
+        for gamma in gammas:                                              # the entropy early stop at the last kappa
+            kappa = kappas[-1]
+            out = decode_all(bundle, labels, noise, draft_len=draft_len, tau0=tau0, kappa=kappa,
+                             early_stop_gamma=gamma, entropy_ema_init=e_train)
+            diff = (out["tokens"] - ref["tokens"]).double().pow(2)
+            p = psnr(out["images"], ref["images"])
+            q = evaluate_images(out["images"], labels, evaluator=evaluator)
+            rows.append({"run": f"kappa={kappa:g}, early stop gamma={gamma:g}", "kappa": kappa, "gamma": gamma,
+                         **out["stats"], "target_pass_cut": L / out["stats"]["target_passes"],
+                         "fd": q["fd"], "class_accuracy": q["class_accuracy"],
+                         "token_rmse": math.sqrt(float(diff.mean())),
+                         "psnr_mean": float(p.mean()), "psnr_median": float(p.median()),
+                         "rmse_by_position": diff.mean((0, 2)).sqrt().tolist()})
     for r in rows:
         r["fd_ratio"] = r["fd"] / rows[0]["fd"]
         r["speedup_vs_sequential"] = rows[0]["ms_per_image"] / r["ms_per_image"]
     return {"model": model, "tau0": tau0, "draft_len": draft_len, "num_images": num, "seed": seed,
+            "training_entropy": e_train,
             "batch_size": 1, "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}
 
 
@@ -125,7 +152,7 @@ def plot(report: dict[str, Any], path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [r for r in report["rows"] if "kappa" in r]
+    rows = [r for r in report["rows"] if "kappa" in r and "gamma" not in r]
     ks = [r["kappa"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     ax = axes[0]
@@ -167,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kappas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 2.0])
     ap.add_argument("--tau0", type=float, default=0.0)
     ap.add_argument("--draft-len", type=int, default=4)
+    ap.add_argument("--gammas", type=float, nargs="*", default=[],
+                    help="also run the entropy early stop (gamma) at the last kappa")
     ap.add_argument("--num", type=int, default=359, help="images (default: the test split's size)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -175,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plot", dest="plot_out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    report = sweep(args.model, args.kappas, args.tau0, args.draft_len, args.num, args.seed)
+    report = sweep(args.model, args.kappas, args.tau0, args.draft_len, args.num, args.seed, args.gammas)
     md = to_markdown(report)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)

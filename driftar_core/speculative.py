@@ -241,5 +241,6 @@ def select_sampler(bundle: Any, speculative: bool | None = None, *, draft_len: i
         raise ValueError("speculative decoding needs a model with a draft (e.g. nextstep1_tiny_drift.digits); "
                          "this one has none: sample without --speculative")
     spec = getattr(bundle.config, "speculative", None) or SpeculativeConfig()
-    kwargs = dict(draft_len=spec.draft_len, tau0=spec.tau0, kappa=spec.kappa, early_stop_gamma=spec.early_stop_gamma)
+    kwargs = dict(draft_len=spec.draft_len, tau0=spec.tau0, kappa=spec.kappa, early_stop_gamma=spec.early_stop_gamma,
+                  entropy_ema_init=spec.entropy_ema_init)
     return functools.partial(speculative_generate, **{**kwargs, **overrides})

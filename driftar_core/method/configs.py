@@ -62,3 +62,4 @@ class SpeculativeConfig(Strict):
     tau0: float = Field(0.0, ge=0)          # absolute part of the acceptance tolerance
     kappa: float = Field(0.5, ge=0)         # entropy-scaled part: kappa * sigma(E_target)
     early_stop_gamma: float | None = Field(None, gt=0)  # stop drafting below gamma * EMA(target E)
+    entropy_ema_init: float | None = Field(None, ge=0, le=1)  # the EMA's start: mean target E on training data

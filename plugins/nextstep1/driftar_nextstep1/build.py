@@ -71,7 +71,7 @@ def speculative_sampler(spec: SpeculativeConfig) -> Callable[..., Any]:
     """``speculative_generate`` with the config's draft length and tolerance (overridable per call)."""
     from driftar_core.speculative import speculative_generate
     return functools.partial(speculative_generate, draft_len=spec.draft_len, tau0=spec.tau0, kappa=spec.kappa,
-                             early_stop_gamma=spec.early_stop_gamma)
+                             early_stop_gamma=spec.early_stop_gamma, entropy_ema_init=spec.entropy_ema_init)
 
 
 def build_layer_draft(target: NextStep1, num_layers: int) -> NextStep1:
