@@ -131,7 +131,9 @@ def causal_adapter(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) 
         raise ExportError(f"max_draft_len {k} is below the sampler's draft_len {settings['draft_len']}")
     rows = 2 * options.max_batch
     bounds = {"max_rows": rows, "max_prompt_len": max_prompt}
-    feeds = {"target_step": (1, 1)} if draft is None else {"target_step": (1, 1), "target_verify": (2, k + 1)}
+    # With a draft, target_step is target_verify's graph with one element: one export, one parity run, two
+    # roles (a TensorRT engine per role, each with its own profile: elements 1 for plain decoding).
+    feeds = {"target_step": (1, 1)} if draft is None else {"target_verify": (1, k + 1)}
     specs = causal_specs(lm, "target", feeds=feeds, **bounds)
     section: dict[str, Any] = {"prompts": prompts, "target": cache_layout(lm)}
     if draft is not None:
@@ -140,7 +142,19 @@ def causal_adapter(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) 
     heads = rows * ((k + 1) if draft is not None else 1)
     specs += [decoder_spec(bundle.head, heads), detokenize_spec(bundle.tokenizer, options.max_batch)]
     return specs, {"model": {"kind": "causal"}, "causal": section,
+                   "aliases": {"target_step": ("target_verify", {"elements": 1})} if draft is not None else {},
                    "options_resolved": {"max_draft_len": k if draft is not None else None, "max_prompt_len": max_prompt}}
+
+
+def alias_record(record: dict[str, Any], source: str, pinned: dict[str, int]) -> dict[str, Any]:
+    """A role served by another role's graph with some dims pinned (its own profile, the same file)."""
+    import copy
+    out = copy.deepcopy(record)
+    for name, v in pinned.items():
+        out["dims"][name] = {"min": v, "max": v, "example": v, "checks": [v, v]}
+    out["alias_of"] = source
+    out["description"] = f"{source}'s graph with {', '.join(f'{n} = {v}' for n, v in pinned.items())}"
+    return out
 
 
 ADAPTERS = {"mar": masked_adapter, "nextstep1": causal_adapter}
@@ -232,6 +246,8 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
             worst = max(max(p["max_abs_diff"].values()) for p in record["parity"])
             log(f"exported {spec.role:14s} parity vs PyTorch at {[p['dims'] for p in record['parity']]}: "
                 f"max |diff| {worst:.2e}")
+        for role, (source, pinned) in sections.pop("aliases", {}).items():
+            graphs[role] = alias_record(graphs[source], source, pinned)
         model = {"ref": ref, "arch": bundle.arch, "backbone": bundle.backbone_name, "weights_sha256": weights_digest(bundle),
                  "token_shape": list(bundle.tokenizer.token_shape), "image_shape": list(bundle.tokenizer.image_shape),
                  "class_num": int(bundle.config.class_num), **sections.pop("model")}

@@ -67,9 +67,13 @@ def test_out_dir_that_is_not_a_bundle_is_refused(tiny_mar, tmp_path):
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
 
 
-def test_failed_parity_keeps_the_previous_bundle(tiny_mar, mar_bundle, tmp_path):
+def test_failed_parity_keeps_the_previous_bundle(tiny_mar, mar_bundle, tmp_path, monkeypatch):
     """An export that fails its parity check (an impossible tolerance) leaves the old bundle untouched."""
+    from driftar_export import exporter
     from driftar_export.exporter import export_onnx
+    from driftar_export.graphs.common import decoder_spec
+    monkeypatch.setitem(exporter.ADAPTERS, "mar", lambda bundle, options, settings: (   # one small graph suffices
+        [decoder_spec(bundle.head, 8)], {"model": {"kind": "masked", "buffer_size": 2}}))
     old = tmp_path / "bundle"
     shutil.copytree(mar_bundle, old)
     before = (old / "manifest.json").read_text()

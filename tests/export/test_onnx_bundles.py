@@ -71,8 +71,10 @@ def test_causal_manifest(causal_bundle):
     assert m["sampler"] == {"kind": "speculative", "cfg": 2.0, "cfg_schedule": "constant", "temperature": 1.0,
                             "draft_len": 3, "tau0": 0.0, "kappa": 0.5, "early_stop_gamma": None,
                             "entropy_ema_init": None, "entropy_ema_decay": 0.9}
-    assert m["graphs"]["target_verify"]["dims"]["elements"]["max"] == 4          # k + 1 = draft_len + 1
-    assert m["graphs"]["target_step"]["inputs"][0]["shape"] == ["rows", 1, 4]    # one element, static
+    verify, step = m["graphs"]["target_verify"], m["graphs"]["target_step"]
+    assert verify["dims"]["elements"] == {"min": 1, "max": 4, "example": 2, "checks": [1, 4]}  # 1 .. draft_len + 1
+    assert step["alias_of"] == "target_verify" and step["file"] == verify["file"]  # one graph, two roles
+    assert step["dims"]["elements"]["max"] == 1 and step["inputs"][0]["shape"] == ["rows", "elements", 4]
     assert m["graphs"]["target_step"]["outputs"][2]["shape"][3] != m["graphs"]["target_step"]["inputs"][2]["shape"][3]
     assert m["causal"]["target"]["num_layers"] == 2 and m["causal"]["draft"]["num_layers"] == 1
     graph_dims_were_checked(m)

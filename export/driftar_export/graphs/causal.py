@@ -14,7 +14,9 @@ image position e (gen_pos_embed), the image region starts at sequence index T - 
 entropy's keys, Eq. 4). Element 0 is <boi>: its embedding is a constant of the graph and its x row
 is ignored, so one graph serves the first step and every later one. ``target_step`` feeds one
 element (plain decoding), ``target_verify`` k + 1 (the pending token and k drafts), ``draft_step``
-one or two (a fully accepted round leaves the last draft and the bonus token pending).
+one or two (a fully accepted round leaves the last draft and the bonus token pending). When the
+model has a draft, ``target_step`` is ``target_verify``'s graph with ``elements`` pinned to 1 (the
+manifest records it as an alias: one file, its own TensorRT profile).
 
 ``run_layers`` is ``NextStep1.forward_layers`` with the image start as a tensor: the entropy's key
 subset becomes a column mask (the same sums; masked columns add exact zeros), so the start is not

@@ -77,11 +77,15 @@ class OrtGraphs:
         names = provider_names(providers)
         self.providers = names
         self.sessions: dict[str, Any] = {}
-        for role, g in manifest["graphs"].items():
+        graphs = manifest["graphs"]
+        for role, g in graphs.items():
+            if g.get("alias_of"):
+                continue                                         # served by its source's session (same file)
             opts = [tensorrt_ep_options(g, directory / "ort_trt_cache", fp16) if n == PROVIDERS["tensorrt"] else {}
                     for n in names]
             self.sessions[role] = ort.InferenceSession(str(directory / g["file"]), session_options(threads),
                                                        providers=names, provider_options=opts)
+        self.sessions.update({role: self.sessions[g["alias_of"]] for role, g in graphs.items() if g.get("alias_of")})
         self.outputs = {r: [o.name for o in s.get_outputs()] for r, s in self.sessions.items()}
         self.roles = set(self.sessions)
 
