@@ -43,6 +43,14 @@ class SamplingConfig(Strict):
     temperature: float = 1.0                    # MAR: multiplies the per-step noise of the head
 
 
+def with_sampling_defaults(value: object, defaults: SamplingConfig) -> object:
+    """A partial sampling override ({"temperature": 1.2}) keeps a model's other sampling defaults (cfg,
+    num_iter, ...) instead of SamplingConfig's generic ones; for a ``field_validator(mode="before")``."""
+    if isinstance(value, dict):
+        return {**defaults.model_dump(), **value}
+    return value
+
+
 class ModelSection(Strict):
     arch: str = "mar_tiny"                      # registry name (``driftar_core.list_models()``)
     args: dict[str, Any] = Field(default_factory=dict)  # overrides of the backbone's config model

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from driftar_core.config import SamplingConfig, Strict
+from driftar_core.config import SamplingConfig, Strict, with_sampling_defaults
 from driftar_core.method.configs import DraftConfig, DriftDecoderConfig
 
 
@@ -91,11 +91,7 @@ class MARConfig(Strict):
     @field_validator("sampling", mode="before")
     @classmethod
     def _keep_model_sampling_defaults(cls, value: object) -> object:
-        # A partial override ({"num_iter": 8}) keeps this model's other sampling defaults (cfg, ...)
-        # instead of falling back to SamplingConfig's generic ones.
-        if isinstance(value, dict):
-            return {**_tiny_sampling().model_dump(), **value}
-        return value
+        return with_sampling_defaults(value, _tiny_sampling())
 
     @property
     def seq_len(self) -> int:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from driftar_core.config import SamplingConfig, Strict
+from driftar_core.config import SamplingConfig, Strict, with_sampling_defaults
 from driftar_core.method.configs import DriftDecoderConfig, SpeculativeConfig
 
 
@@ -92,6 +92,11 @@ class NextStep1Config(Strict):
     drift: DriftDecoderConfig = Field(default_factory=lambda: DriftDecoderConfig(width=128, depth=3))
     draft_layers: int = Field(1, ge=1)
     speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
+
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _keep_model_sampling_defaults(cls, value: object) -> object:
+        return with_sampling_defaults(value, _tiny_sampling())
 
     @property
     def grid(self) -> int:
