@@ -218,6 +218,22 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
     return SampleOutput(tokens=tokens, images=images, counts=counts)
 
 
+def default_speculative_sampler(spec: Any) -> Callable[..., SampleOutput]:
+    """The default sampler of a model with a draft: ``speculative_generate`` with ``spec``'s settings
+    (a :class:`~driftar_core.method.configs.SpeculativeConfig`) for batches of at most
+    ``spec.max_batch`` samples, plain ``generate`` for larger ones (see ``SpeculativeConfig.max_batch``)."""
+    from driftar_core.sampling import generate
+    settings = dict(draft_len=spec.draft_len, tau0=spec.tau0, kappa=spec.kappa,
+                    early_stop_gamma=spec.early_stop_gamma, entropy_ema_init=spec.entropy_ema_init)
+
+    def sample(bundle: Any, cond: Any, **kwargs: Any) -> SampleOutput:
+        if len(cond) > spec.max_batch:
+            return generate(bundle, cond, **kwargs)
+        return speculative_generate(bundle, cond, **{**settings, **kwargs})
+    sample.speculative_settings = settings                                    # for reports
+    return sample
+
+
 def select_sampler(bundle: Any, speculative: bool | None = None, *, draft_len: int | None = None,
                    tau0: float | None = None, kappa: float | None = None) -> Callable[..., SampleOutput]:
     """The sampler for ``bundle``: ``speculative`` None = the bundle's default (``bundle.default_sampler``,
@@ -243,4 +259,4 @@ def select_sampler(bundle: Any, speculative: bool | None = None, *, draft_len: i
     spec = getattr(bundle.config, "speculative", None) or SpeculativeConfig()
     kwargs = dict(draft_len=spec.draft_len, tau0=spec.tau0, kappa=spec.kappa, early_stop_gamma=spec.early_stop_gamma,
                   entropy_ema_init=spec.entropy_ema_init)
-    return functools.partial(speculative_generate, **{**kwargs, **overrides})
+    return functools.partial(speculative_generate, **{**kwargs, **overrides})   # at any batch size

@@ -34,8 +34,11 @@ def saved(make_bundle, tmp_path):
 
 
 def test_sample_is_speculative_by_default_and_plain_on_request(saved, tmp_path, capsys):
-    code, out, _ = run(["sample", "-c", saved["drift"], "-n", "2", "--out", str(tmp_path / "a.png")], capsys)
-    assert code == 0 and "speculative decoding: acceptance" in out
+    code, out, _ = run(["sample", "-c", saved["drift"], "-n", "2", "--batch-size", "1", "--out",
+                        str(tmp_path / "a.png")], capsys)
+    assert code == 0 and "speculative decoding: acceptance" in out     # batch 1: speculative by default
+    code, out, _ = run(["sample", "-c", saved["drift"], "-n", "2", "--out", str(tmp_path / "a2.png")], capsys)
+    assert code == 0 and "draft passes 0" in out                        # batch 2 > speculative.max_batch
     code, out, _ = run(["sample", "-c", saved["drift"], "-n", "2", "--no-speculative", "--out",
                         str(tmp_path / "b.png")], capsys)
     assert code == 0 and "backbone passes 16, head NFE 16, draft passes 0" in out

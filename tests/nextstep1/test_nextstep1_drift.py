@@ -126,12 +126,15 @@ def test_draft_loss_is_zero_for_an_exact_copy(drift_bundle):
 
 
 def test_default_sampler_is_speculative_with_the_configs_tolerance(drift_bundle):
-    b = drift_bundle(dtype=torch.float64, speculative=dict(draft_len=3, tau0=0.0, kappa=0.0))
+    b = drift_bundle(dtype=torch.float64, speculative=dict(draft_len=3, tau0=0.0, kappa=0.0, max_batch=2))
     noise = draw_noise(b.head, len(LABELS), 16, torch.Generator().manual_seed(0), "cpu").double()
     out = b.default_sampler(b, LABELS, noise=noise)
     assert "acceptance_rate" in out.counts.extra and out.counts.draft_passes > 0
     ref = generate(b, LABELS, noise=noise)                     # zero tolerance: sequential decoding exactly
     torch.testing.assert_close(out.tokens, ref.tokens, atol=1e-10, rtol=0)
+    three = torch.tensor([1, 2, 3])                            # above max_batch: plain decoding, no drafts
+    out = b.default_sampler(b, three, generator=torch.Generator().manual_seed(0))
+    assert out.counts.draft_passes == 0 and "acceptance_rate" not in out.counts.extra
     off = drift_bundle(speculative=dict(enabled=False))
     assert getattr(off, "default_sampler", None) is None
 

@@ -5,13 +5,10 @@ Size presets live in ``driftar_nextstep1.presets`` (torch-free, so the plugin re
 from __future__ import annotations
 
 import copy
-import functools
-from typing import Any, Callable
 
 from torch import Tensor, nn
 
 from driftar_core.bundle import ModelBundle
-from driftar_core.method.configs import SpeculativeConfig
 from driftar_core.tokenizers.patch import PatchTokenizer
 from driftar_nextstep1.config import NextStep1Config
 from driftar_nextstep1.flow_head import FlowMatchingHead
@@ -63,15 +60,9 @@ def build_nextstep1_drift(config: NextStep1Config, tokenizer: nn.Module, backbon
     bundle.phi = NextStep1FeatureMap(backbone)   # frozen; filled from the trained target (init_drift_components)
     head.set_feature_map(bundle.phi)
     if config.speculative.enabled:
-        bundle.default_sampler = speculative_sampler(config.speculative)
+        from driftar_core.speculative import default_speculative_sampler
+        bundle.default_sampler = default_speculative_sampler(config.speculative)
     return bundle
-
-
-def speculative_sampler(spec: SpeculativeConfig) -> Callable[..., Any]:
-    """``speculative_generate`` with the config's draft length and tolerance (overridable per call)."""
-    from driftar_core.speculative import speculative_generate
-    return functools.partial(speculative_generate, draft_len=spec.draft_len, tau0=spec.tau0, kappa=spec.kappa,
-                             early_stop_gamma=spec.early_stop_gamma, entropy_ema_init=spec.entropy_ema_init)
 
 
 def build_layer_draft(target: NextStep1, num_layers: int) -> NextStep1:
