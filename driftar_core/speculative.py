@@ -230,7 +230,8 @@ def default_speculative_sampler(spec: Any) -> Callable[..., SampleOutput]:
         if len(cond) > spec.max_batch:
             return generate(bundle, cond, **kwargs)
         return speculative_generate(bundle, cond, **{**settings, **kwargs})
-    sample.speculative_settings = settings                                    # for reports
+    sample.speculative_settings = settings                                    # for reports and exporters
+    sample.max_batch = spec.max_batch
     return sample
 
 

@@ -53,6 +53,9 @@ def sampler_settings(bundle: Any, choice: str = "default") -> dict[str, Any]:
     default = getattr(bundle, "default_sampler", None)
     func, kw = (getattr(default, "func", default), dict(getattr(default, "keywords", None) or {})) \
         if default is not None else (generate, {})
+    speculate_up_to = None
+    if getattr(default, "speculative_settings", None) is not None:          # speculative.default_speculative_sampler
+        func, kw, speculate_up_to = speculative_generate, dict(default.speculative_settings), default.max_batch
     if func not in (generate, speculative_generate):
         raise ExportError(f"the bundle's default sampler {func!r} is neither driftar_core.sampling.generate nor "
                           "driftar_core.speculative.speculative_generate; pass --set sampler=plain|speculative")
@@ -76,7 +79,10 @@ def sampler_settings(bundle: Any, choice: str = "default") -> dict[str, Any]:
     params = inspect.signature(speculative_generate).parameters
     out = {k: kw.get(k, params[k].default) for k in SPECULATIVE_KEYS}
     out.update({k: kw[k] for k in ("cfg", "cfg_schedule", "temperature") if kw.get(k) is not None})
-    return {"kind": "speculative", **{k: v for k, v in base.items() if k != "num_iter"}, **out}
+    out = {"kind": "speculative", **{k: v for k, v in base.items() if k != "num_iter"}, **out}
+    if speculate_up_to is not None and choice == "default":
+        out["speculate_up_to"] = speculate_up_to           # larger batches decode plainly, as the eager default
+    return out
 
 
 def weights_digest(bundle: Any) -> str:
@@ -99,7 +105,14 @@ def torch_sampler(settings: dict[str, Any]) -> Callable[..., Any]:
     func = generate if settings["kind"] == "plain" else speculative_generate
     keys = SAMPLING_KEYS if settings["kind"] == "plain" else (*SAMPLING_KEYS[1:], *SPECULATIVE_KEYS)
     kw = {k: settings[k] for k in keys}
-    return lambda bundle, labels, generator=None: func(bundle, labels, generator=generator, **kw)
+    plain_kw = {k: settings[k] for k in SAMPLING_KEYS[1:]}
+    limit = settings.get("speculate_up_to")                # the default sampler decodes larger batches plainly
+
+    def sample(bundle: Any, labels: Any, generator: Any = None) -> Any:
+        if limit is not None and len(labels) > limit:
+            return generate(bundle, labels, generator=generator, **plain_kw)
+        return func(bundle, labels, generator=generator, **kw)
+    return sample
 
 
 # -------------------------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ def test_causal_manifest(causal_bundle):
                                 "decoder", "detokenize"}
     assert m["sampler"] == {"kind": "speculative", "cfg": 2.0, "cfg_schedule": "constant", "temperature": 1.0,
                             "draft_len": 3, "tau0": 0.0, "kappa": 0.5, "early_stop_gamma": None,
-                            "entropy_ema_init": None, "entropy_ema_decay": 0.9}
+                            "entropy_ema_init": None, "entropy_ema_decay": 0.9,
+                            "speculate_up_to": 1}               # speculative.max_batch: larger batches plain
     verify, step = m["graphs"]["target_verify"], m["graphs"]["target_step"]
     assert verify["dims"]["elements"] == {"min": 1, "max": 4, "example": 2, "checks": [1, 4]}  # 1 .. draft_len + 1
     assert step["alias_of"] == "target_verify" and step["file"] == verify["file"]  # one graph, two roles
@@ -98,15 +99,27 @@ def test_causal_plain_loop_equals_generate(tiny_causal, causal_runner):
 def test_speculative_loop_equals_speculative_generate(tiny_causal, causal_runner, kw):
     labels = torch.tensor([3, 8])
     noise = draw_noise(tiny_causal.head, 2, 16, torch.Generator().manual_seed(3), "cpu")
-    settings = {**{k: v for k, v in causal_runner.settings.items() if k != "kind"}, **kw}
+    settings = {**{k: v for k, v in causal_runner.settings.items() if k not in ("kind", "speculate_up_to")}, **kw}
     ref = speculative_generate(tiny_causal, labels, noise=noise, **settings)
-    out = causal_runner.generate(labels.numpy(), noise=noise.numpy(), **kw)
+    out = causal_runner.generate(labels.numpy(), noise=noise.numpy(), sampler="speculative", **kw)
     np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
     for key in ("rounds", "accepted", "drafted", "early_stops"):
         assert out.counts.extra[key] == ref.counts.extra[key], key
     assert (out.counts.backbone_passes, out.counts.draft_passes, out.counts.head_nfe) == \
         (ref.counts.backbone_passes, ref.counts.draft_passes, ref.counts.head_nfe)
     assert out.counts.backbone_passes == 16 - out.counts.extra["accepted"]     # target passes = rounds
+
+
+def test_default_loop_follows_the_eager_default_sampler(tiny_causal, causal_runner):
+    """Above speculative.max_batch the eager default sampler decodes plainly; the runner does the same."""
+    labels = torch.tensor([3, 8])
+    noise = draw_noise(tiny_causal.head, 2, 16, torch.Generator().manual_seed(3), "cpu")
+    ref = tiny_causal.default_sampler(tiny_causal, labels, noise=noise)
+    out = causal_runner.generate(labels.numpy(), noise=noise.numpy())
+    np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
+    assert out.counts.draft_passes == ref.counts.draft_passes == 0
+    one = causal_runner.generate(labels[:1].numpy(), noise=noise[:1].numpy())      # batch 1: speculative
+    assert one.counts.draft_passes > 0
 
 
 def test_speculative_cases_cover_acceptance(tiny_causal, causal_runner):

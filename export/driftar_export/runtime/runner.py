@@ -83,6 +83,10 @@ class Runner:
                              f"--set max_batch={B} or sample in chunks (driftar run --batch-size)")
         if len(labels) and (labels.min() < 0 or labels.max() >= self.model["class_num"]):
             raise ValueError(f"class labels must be in [0, {self.model['class_num'] - 1}], got {labels.tolist()[:8]}")
+        limit = self.settings.get("speculate_up_to")
+        if limit is not None and B > limit and overrides.get("sampler") is None and not any(
+                overrides.get(k) is not None for k in ("draft_len", "tau0", "kappa")):
+            overrides = {**overrides, "sampler": "plain"}   # the eager default sampler's rule (speculative.max_batch)
         s = self.resolve(dict(overrides))
         noise = np.ascontiguousarray(noise, dtype=np.float32)
         common = {"cfg": s["cfg"], "cfg_schedule": s["cfg_schedule"], "temperature": s["temperature"]}
