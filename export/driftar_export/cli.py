@@ -78,7 +78,9 @@ def run(bundle_dir: str, num: int, cls: tuple[int, ...], out: str, batch_size: i
         save_grid(images, out, rows=-(-len(images) // cols), cols=cols)
     c = results[-1].counts.as_dict()
     where = backend if backend == "tensorrt" else f"onnxruntime {runner.graphs.providers[0]}"
-    click.echo(f"wrote {len(images)} images to {out} in {seconds:.2f} s ({where}, {settings['kind']} sampler); "
+    kind = settings["kind"] + (f" up to batch {settings['speculate_up_to']}, plain above"
+                               if settings.get("speculate_up_to") else "")
+    click.echo(f"wrote {len(images)} images to {out} in {seconds:.2f} s ({where}, sampler: {kind}); "
                f"per image: target passes {c['backbone_passes']}, head NFE {c['head_nfe']}, draft passes "
                f"{c['draft_passes']}" + (f", acceptance {c['acceptance_rate']:.2f}" if "acceptance_rate" in c else ""))
     if compare:

@@ -34,7 +34,7 @@ def test_run_npz_with_overrides(causal_bundle, capsys, tmp_path):
     assert code == 0, out
     data = np.load(tmp_path / "s.npz")
     assert data["images"].shape == (2, 8, 8) and data["labels"].tolist() == [7, 7]
-    assert "plain sampler" in out and "target passes 16" in out
+    assert "sampler: plain" in out and "target passes 16" in out
     code, out = run_cli(["run", "--bundle", str(causal_bundle), "--out", str(tmp_path / "x.png"), "--compare"], capsys)
     assert code != 0 and "does not record the model" in out                    # exported from memory: no ref
 

@@ -59,7 +59,8 @@ class Runner:
 
     def resolve(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """The manifest's sampler settings with ``overrides`` (None = keep); unknown keys fail."""
-        kind = overrides.pop("sampler", None) or self.settings["kind"]
+        forced = overrides.pop("sampler", None)
+        kind = forced or self.settings["kind"]
         if kind not in OVERRIDABLE or (kind == "speculative" and "draft_step" not in self.graphs.roles):
             raise ValueError(f"this bundle cannot run a {kind!r} sampler (graphs: {sorted(self.graphs.roles)})")
         bad = {k for k, v in overrides.items() if v is not None} - OVERRIDABLE[kind]
@@ -72,7 +73,12 @@ class Runner:
         if kind == "speculative" and limit is not None and out["draft_len"] > limit:
             raise ValueError(f"draft_len {out['draft_len']} exceeds the bundle's max_draft_len {limit} (target_verify's "
                              f"bound); re-export with --set max_draft_len={out['draft_len']}")
-        return {"kind": kind, **out}
+        resolved = {"kind": kind, **out}
+        limit = self.settings.get("speculate_up_to")
+        if kind == "speculative" and forced is None and limit is not None and not any(
+                overrides.get(k) is not None for k in ("draft_len", "tau0", "kappa")):
+            resolved["speculate_up_to"] = limit            # the default sampler: larger batches decode plainly
+        return resolved
 
     def generate(self, labels: Any, noise: np.ndarray, orders: np.ndarray | None = None, **overrides: Any) -> RunOutput:
         """labels [B], noise [B, L, 1, c], orders [B, L] (masked backbones) -> tokens, images, counts."""
