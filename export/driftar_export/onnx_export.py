@@ -35,21 +35,21 @@ def _io_record(value_info: Any) -> dict[str, Any]:
 def check_dims(spec: GraphSpec, model: Any) -> list[dict[str, Any]]:
     """The ONNX inputs must have the spec's names, dtypes, static sizes and SYMBOLIC dynamic dims."""
     records = [_io_record(v) for v in model.graph.input]
-    if [r["name"] for r in records] != [io.name for io in spec.inputs]:
+    if [r["name"] for r in records] != [spec_io.name for spec_io in spec.inputs]:
         raise ExportError(f"graph {spec.role}: ONNX inputs {[r['name'] for r in records]} != "
-                          f"{[io.name for io in spec.inputs]} (an unused input was dropped by the exporter?)")
-    for rec, io in zip(records, spec.inputs):
-        if rec["dtype"] != io.dtype:
-            raise ExportError(f"graph {spec.role}: input {io.name} exported as {rec['dtype']}, expected {io.dtype}")
-        for axis, (got, want) in enumerate(zip(rec["shape"], io.shape, strict=True)):
+                          f"{[spec_io.name for spec_io in spec.inputs]} (an unused input was dropped by the exporter?)")
+    for rec, spec_io in zip(records, spec.inputs):
+        if rec["dtype"] != spec_io.dtype:
+            raise ExportError(f"graph {spec.role}: input {spec_io.name} exported as {rec['dtype']}, expected {spec_io.dtype}")
+        for axis, (got, want) in enumerate(zip(rec["shape"], spec_io.shape, strict=True)):
             if isinstance(want, str) and not isinstance(got, str):
                 raise ExportError(
-                    f"graph {spec.role}: dynamic dim {want!r} (input {io.name}, axis {axis}) was specialised to "
+                    f"graph {spec.role}: dynamic dim {want!r} (input {spec_io.name}, axis {axis}) was specialised to "
                     f"{got} by the exporter (pytorch #152018); the graph would only run at that size. Find the "
                     "op that fixes it (torch.onnx.export(report=True)) and rewrite it shape-generically.")
             if isinstance(want, int) and isinstance(got, int) and got != want:
-                raise ExportError(f"graph {spec.role}: input {io.name} axis {axis} is {got}, expected {want}")
-        rec["shape"] = list(io.shape)                      # the spec's dim names (the exporter's are equal)
+                raise ExportError(f"graph {spec.role}: input {spec_io.name} axis {axis} is {got}, expected {want}")
+        rec["shape"] = list(spec_io.shape)                      # the spec's dim names (the exporter's are equal)
     return records
 
 

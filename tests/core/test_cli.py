@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from driftar_core.cli import main
+from cli_runner import run_cli as run  # tests/cli_runner.py
 
 
-def run(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_print_config_shows_resolved_run_and_model(capsys):

@@ -5,17 +5,13 @@ import re
 
 import numpy as np
 
-from driftar_core.cli import main
+from cli_runner import run_cli as run_stdio  # tests/cli_runner.py
 
 
 def run_cli(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    """(exit code, stdout + stderr)"""
+    code, out, err = run_stdio(argv, capsys)
+    return code, out + err
 
 
 def test_run_writes_images_and_compares_with_pytorch(mar_bundle, capsys, tmp_path):

@@ -8,18 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from driftar_core.cli import main
+from cli_runner import run_cli as run_stdio  # tests/cli_runner.py
 from driftar_export.options import ExportError, OnnxOptions
 
 
 def run_cli(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    """(exit code, stdout + stderr)"""
+    code, out, err = run_stdio(argv, capsys)
+    return code, out + err
 
 
 def test_baseline_head_is_refused(tmp_path):

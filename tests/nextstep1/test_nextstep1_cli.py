@@ -3,23 +3,14 @@ default, `--no-speculative` / `@plain` decode sequentially, and misuse fails wit
 from __future__ import annotations
 
 import pytest
-import torch
 
 from driftar_core.bench import run_bench, split_model_spec
-from driftar_core.cli import main
+from cli_runner import run_cli as run  # tests/cli_runner.py
 from driftar_core.method.objective import prepare_drift
 
 DRIFT = dict(head_type="drift", drift=dict(width=32, depth=2), draft_layers=1)
 
 
-def run(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

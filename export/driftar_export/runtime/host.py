@@ -11,10 +11,9 @@ Each mirrors one line of the PyTorch samplers, which the tests check:
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from driftar_core.schedules import cosine_mask_lengths  # noqa: F401  (masked_loop imports it from here)
 from driftar_export.runtime.graphs import GraphSet
 
 TOKEN_NORM_EPS = 1e-6          # driftar_nextstep1.nextstep.TOKEN_NORM_EPS
@@ -24,18 +23,6 @@ def cfg_at(cfg: float, progress: float, schedule: str) -> float:
     """Guidance scale of one AR step: ``1 + (cfg - 1) * progress`` (linear) or ``cfg`` (constant)."""
     return cfg if schedule == "constant" else 1.0 + (cfg - 1.0) * progress
 
-
-def cosine_mask_lengths(seq_len: int, num_iter: int) -> list[int]:
-    """Tokens still masked after each step: floor(L cos(pi/2 (k+1)/K)) clamped to [1, masked - 1]; 0 last."""
-    if not 1 <= num_iter <= seq_len:
-        raise ValueError(f"num_iter must be in [1, {seq_len}] for {seq_len} tokens, got {num_iter}")
-    lengths, masked = [], seq_len
-    for k in range(num_iter):
-        cosine = math.floor(seq_len * math.cos(math.pi / 2 * (k + 1) / num_iter))
-        nxt = 0 if k == num_iter - 1 else max(1, min(masked - 1, cosine))
-        lengths.append(nxt)
-        masked = nxt
-    return lengths
 
 
 def kept_indices(mask: np.ndarray, buffer_size: int) -> np.ndarray:
