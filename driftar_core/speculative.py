@@ -218,13 +218,19 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
     return SampleOutput(tokens=tokens, images=images, counts=counts)
 
 
+def speculative_settings(spec: Any) -> dict[str, Any]:
+    """``speculative_generate``'s keyword arguments from a :class:`~driftar_core.method.configs.SpeculativeConfig`
+    (draft length, tolerance, early stop; not ``enabled`` / ``max_batch``, which choose whether to call it)."""
+    return dict(draft_len=spec.draft_len, tau0=spec.tau0, kappa=spec.kappa,
+                early_stop_gamma=spec.early_stop_gamma, entropy_ema_init=spec.entropy_ema_init)
+
+
 def default_speculative_sampler(spec: Any) -> Callable[..., SampleOutput]:
     """The default sampler of a model with a draft: ``speculative_generate`` with ``spec``'s settings
     (a :class:`~driftar_core.method.configs.SpeculativeConfig`) for batches of at most
     ``spec.max_batch`` samples, plain ``generate`` for larger ones (see ``SpeculativeConfig.max_batch``)."""
     from driftar_core.sampling import generate
-    settings = dict(draft_len=spec.draft_len, tau0=spec.tau0, kappa=spec.kappa,
-                    early_stop_gamma=spec.early_stop_gamma, entropy_ema_init=spec.entropy_ema_init)
+    settings = speculative_settings(spec)
 
     def sample(bundle: Any, cond: Any, **kwargs: Any) -> SampleOutput:
         if len(cond) > spec.max_batch:
@@ -258,6 +264,4 @@ def select_sampler(bundle: Any, speculative: bool | None = None, *, draft_len: i
         raise ValueError("speculative decoding needs a model with a draft (e.g. nextstep1_tiny_drift.digits); "
                          "this one has none: sample without --speculative")
     spec = getattr(bundle.config, "speculative", None) or SpeculativeConfig()
-    kwargs = dict(draft_len=spec.draft_len, tau0=spec.tau0, kappa=spec.kappa, early_stop_gamma=spec.early_stop_gamma,
-                  entropy_ema_init=spec.entropy_ema_init)
-    return functools.partial(speculative_generate, **{**kwargs, **overrides})   # at any batch size
+    return functools.partial(speculative_generate, **{**speculative_settings(spec), **overrides})  # any batch size

@@ -47,7 +47,7 @@ def sampler_settings(bundle: Any, choice: str = "default") -> dict[str, Any]:
     """The sampler the runner must reproduce: the bundle's ``default_sampler`` (a partial of generate or
     speculative_generate) or the one ``choice`` forces, with every argument resolved to a value."""
     from driftar_core.sampling import generate
-    from driftar_core.speculative import speculative_generate
+    from driftar_core.speculative import speculative_generate, speculative_settings
     s = bundle.config.sampling
     base = {"num_iter": s.num_iter, "cfg": s.cfg, "cfg_schedule": s.cfg_schedule, "temperature": s.temperature}
     default = getattr(bundle, "default_sampler", None)
@@ -69,7 +69,7 @@ def sampler_settings(bundle: Any, choice: str = "default") -> dict[str, Any]:
                           f"not {bundle.backbone_name!r}")
     if func is not speculative_generate:                   # forced: the model's speculative config, else defaults
         spec_cfg = getattr(bundle.config, "speculative", None)
-        kw = spec_cfg.model_dump(exclude={"enabled"}) if spec_cfg is not None else {}
+        kw = speculative_settings(spec_cfg) if spec_cfg is not None else {}
     unsupported = {k: kw[k] for k in ("sigma", "negative_control") if kw.get(k) not in (None, False)}
     if kw.get("draft") is not None and kw["draft"] is not bundle.draft:
         unsupported["draft"] = "a draft other than bundle.draft"

@@ -86,36 +86,36 @@ def test_imagefolder_dataset(tmp_path):
         registries().datasets.get("imagefolder")(split="train", image_size=16, root=None)
 
 
-def test_default_mar_job_trains_the_baseline_then_drift_from_it(monkeypatch, tmp_path, capsys):
-    """`driftar train --backbone mar` = baseline recipe, then the drift recipe with init_from = that run."""
+@pytest.fixture
+def recorded_training(monkeypatch, tmp_path):
+    """Replace the trainer: each call records (recipe, arch, init_from, seed, threads) and returns a run dir."""
     import driftar_core.train as train_pkg
     calls = []
 
     def fake_train(cfg, resume=None):
-        calls.append((cfg.recipe, cfg.model.arch, cfg.model.init_from, cfg.train.seed))
+        calls.append((cfg.recipe, cfg.model.arch, cfg.model.init_from, cfg.train.seed, cfg.train.threads))
         return tmp_path / f"run-{len(calls)}"
 
     monkeypatch.setattr(train_pkg, "train", fake_train)
+    return calls
+
+
+def test_default_mar_job_trains_the_baseline_then_drift_from_it(recorded_training, tmp_path, capsys):
+    """`driftar train --backbone mar` = baseline recipe, then the drift recipe with init_from = that run."""
+    calls = recorded_training
     code, out, err = run(["train", "--backbone", "mar", "--set", "train.seed=7", "--set", "method.max_tokens=64"], capsys)
     assert code == 0, err
-    assert calls == [("baseline", "mar_tiny", None, 7), ("drift", "mar_tiny_drift", str(tmp_path / "run-1"), 7)]
+    assert [c[:4] for c in calls] == [("baseline", "mar_tiny", None, 7),
+                                      ("drift", "mar_tiny_drift", str(tmp_path / "run-1"), 7)]
     calls.clear()
     code, _, err = run(["train", "--backbone", "mar", "--set", "model.init_from=mar_tiny.digits"], capsys)
     assert code == 0, err
-    assert calls == [("drift", "mar_tiny_drift", "mar_tiny.digits", 0)]      # reuse: no baseline run
+    assert [c[:4] for c in calls] == [("drift", "mar_tiny_drift", "mar_tiny.digits", 0)]  # reuse: no baseline run
 
 
-def test_default_nextstep1_job_trains_the_baseline_then_drift_from_it(monkeypatch, tmp_path, capsys):
+def test_default_nextstep1_job_trains_the_baseline_then_drift_from_it(recorded_training, tmp_path, capsys):
     """`driftar train --backbone nextstep1` runs the same two stages with NextStep-1's recipes."""
-    import driftar_core.train as train_pkg
-    calls = []
-
-    def fake_train(cfg, resume=None):
-        calls.append((cfg.recipe, cfg.model.arch, cfg.model.init_from, cfg.train.threads))
-        return tmp_path / f"run-{len(calls)}"
-
-    monkeypatch.setattr(train_pkg, "train", fake_train)
     code, _, err = run(["train", "--backbone", "nextstep1"], capsys)
     assert code == 0, err
-    assert calls == [("baseline", "nextstep1_tiny", None, 1),
-                     ("drift", "nextstep1_tiny_drift", str(tmp_path / "run-1"), 1)]
+    assert [(r, a, i, t) for r, a, i, _, t in recorded_training] == [
+        ("baseline", "nextstep1_tiny", None, 1), ("drift", "nextstep1_tiny_drift", str(tmp_path / "run-1"), 1)]

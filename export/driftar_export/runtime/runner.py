@@ -74,10 +74,10 @@ class Runner:
             raise ValueError(f"draft_len {out['draft_len']} exceeds the bundle's max_draft_len {limit} (target_verify's "
                              f"bound); re-export with --set max_draft_len={out['draft_len']}")
         resolved = {"kind": kind, **out}
-        limit = self.settings.get("speculate_up_to")
-        if kind == "speculative" and forced is None and limit is not None and not any(
+        up_to = self.settings.get("speculate_up_to")
+        if kind == "speculative" and forced is None and up_to is not None and not any(
                 overrides.get(k) is not None for k in ("draft_len", "tau0", "kappa")):
-            resolved["speculate_up_to"] = limit            # the default sampler: larger batches decode plainly
+            resolved["speculate_up_to"] = up_to            # the default sampler: larger batches decode plainly
         return resolved
 
     def generate(self, labels: Any, noise: np.ndarray, orders: np.ndarray | None = None, **overrides: Any) -> RunOutput:
@@ -89,11 +89,9 @@ class Runner:
                              f"--set max_batch={B} or sample in chunks (driftar run --batch-size)")
         if len(labels) and (labels.min() < 0 or labels.max() >= self.model["class_num"]):
             raise ValueError(f"class labels must be in [0, {self.model['class_num'] - 1}], got {labels.tolist()[:8]}")
-        limit = self.settings.get("speculate_up_to")
-        if limit is not None and B > limit and overrides.get("sampler") is None and not any(
-                overrides.get(k) is not None for k in ("draft_len", "tau0", "kappa")):
-            overrides = {**overrides, "sampler": "plain"}   # the eager default sampler's rule (speculative.max_batch)
         s = self.resolve(dict(overrides))
+        if B > s.get("speculate_up_to", B):                # the eager default sampler's rule (speculative.max_batch)
+            s = self.resolve({**overrides, "sampler": "plain"})
         noise = np.ascontiguousarray(noise, dtype=np.float32)
         common = {"cfg": s["cfg"], "cfg_schedule": s["cfg_schedule"], "temperature": s["temperature"]}
         if self.model["kind"] == "masked":

@@ -255,14 +255,13 @@ class MAR(nn.Module):
             x, attn = blk(x, return_attn=i == self.entropy_block, query_index=rows)  # [B, buf+L | n, Dd]
             if attn is not None:
                 entropy = attention_entropy(attn[:, :, buf:])                   # [B, L] content rows
+        x = x if subset else x[:, buf:]                                         # [B, n | L, Dd]
         pos = self.diffusion_pos_embed_learned.expand(B, -1, -1)                # [B, L, Dd]
-        if not subset:
-            x = x[:, buf:]                                                      # [B, L, Dd]
-            if query is None:
-                return self.decoder_norm(x) + pos, entropy                      # [B, L, Dd], [B, L]
-            x = torch.gather(x, 1, query[..., None].expand(-1, -1, x.shape[-1]))  # [B, n, Dd]
-        pos = torch.gather(pos, 1, query[..., None].expand(-1, -1, pos.shape[-1]))  # [B, n, Dd]
-        return self.decoder_norm(x) + pos, entropy                              # [B, n, Dd], [B, L]
+        if query is not None:
+            rows = query[..., None].expand(-1, -1, pos.shape[-1])               # [B, n, Dd]
+            pos = torch.gather(pos, 1, rows)                                    # [B, n, Dd]
+            x = x if subset else torch.gather(x, 1, rows)                       # [B, n, Dd]
+        return self.decoder_norm(x) + pos, entropy                              # [B, n | L, Dd], [B, L]
 
     # ---- training --------------------------------------------------------------------------------
 
