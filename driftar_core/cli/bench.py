@@ -11,7 +11,9 @@ import click
                    "The first is the reference of every ratio.")
 @click.argument("more_models", nargs=-1)
 @click.option("--repeats", default=5, show_default=True, help="Timed repeats per model and batch size.")
-@click.option("--warmup", default=1, show_default=True)
+@click.option("--warmup", default=1, show_default=True, help="Untimed repeats per model and batch size.")
+@click.option("--burn-in", "burn_in", type=float, default=3.0, show_default=True,
+              help="Seconds of untimed sampling before the first timed repeat (the CPU up to speed).")
 @click.option("--eval-samples", type=int, default=None, help="Samples per seed for FD (default: the test-set size).")
 @click.option("--eval-seeds", default=3, show_default=True, help="Seeds for the quality spread.")
 @click.option("--no-quality", is_flag=True, help="Skip FD/precision/recall (latency and passes only).")
@@ -19,7 +21,8 @@ import click
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None)
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None)
-def bench(models: tuple[str, ...], more_models: tuple[str, ...], repeats: int, warmup: int, eval_samples: int | None,
+def bench(models: tuple[str, ...], more_models: tuple[str, ...], repeats: int, warmup: int, burn_in: float,
+          eval_samples: int | None,
           eval_seeds: int, no_quality: bool, threads: int | None, json_out: str | None, md_out: str | None,
           plot_out: str | None) -> None:
     """Benchmark models in one process (e.g. --models mar_tiny.digits mar_tiny_drift.digits)."""
@@ -29,7 +32,9 @@ def bench(models: tuple[str, ...], more_models: tuple[str, ...], repeats: int, w
     if threads:
         torch.set_num_threads(threads)
     names = list(models) + list(more_models)
-    report = run_bench(names, repeats=repeats, warmup=warmup, eval_samples=eval_samples,
+    if burn_in < 0:
+        raise click.BadParameter(f"must be >= 0 seconds, got {burn_in}", param_hint="--burn-in")
+    report = run_bench(names, repeats=repeats, warmup=warmup, burn_in_s=burn_in, eval_samples=eval_samples,
                        eval_seeds=tuple(range(eval_seeds)), quality=not no_quality)
     write_outputs(report, json_out, md_out, plot_out)
     click.echo(to_markdown(report))

@@ -66,12 +66,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from driftar_core.method.configs import DriftDecoderConfig  # noqa: F401  (re-export)
 from driftar_core.method.drift_loss import DriftLoss, drift_loss
 from driftar_core.method.prior import EntropyPrior
-from driftar_core.nn.adaln import FinalLayer, ResBlock, modulate
+from driftar_core.nn.adaln import FinalLayer, ResBlock, modulate, run_blocks
+from driftar_core.nn.fused import fused_linear
 
 FeatureMap = Callable[[Tensor], Tensor]
 
@@ -161,17 +163,21 @@ class DriftDecoder(nn.Module):
 
     def net(self, x0: Tensor, eps: Tensor, z: Tensor, e_tok: Tensor, e_glob: Tensor) -> Tensor:
         """G: x0 [M, c] or [M, G, c], eps (x0's shape), z [M, D], e_tok [M], e_glob [M] -> x of x0's shape."""
-        scale, shift = self.entropy_spatial(e_tok[:, None]).chunk(2, dim=-1)   # [M, W] each
-        y = self.cond_embed(z) + self.entropy_global(e_glob[:, None])          # [M, W] AdaLN condition
+        if e_glob is e_tok:                                                    # one E: both first layers at once
+            first = fused_linear(self, "entropy", (self.entropy_spatial[0], self.entropy_global[0]), e_tok[:, None])
+            h_spatial, h_global = F.silu(first).chunk(2, dim=-1)               # [M, W] each
+            spatial, global_ = self.entropy_spatial[2](h_spatial), self.entropy_global[2](h_global)
+        else:
+            spatial, global_ = self.entropy_spatial(e_tok[:, None]), self.entropy_global(e_glob[:, None])
+        scale, shift = spatial.chunk(2, dim=-1)                                # [M, W] each
+        y = self.cond_embed(z) + global_                                       # [M, W] AdaLN condition
         if x0.dim() == 3:                                                      # G samples share z and E
             scale, shift, y = scale[:, None], shift[:, None], y[:, None]       # [M, 1, W]
         h = self.input_proj(x0)                                                # [M, (G,) W]
         if self.noise_proj is not None:
             h = h + self.noise_proj(eps)                                       # [M, (G,) W] eps skip
         h = modulate(h, shift, scale)                                          # [M, (G,) W] spatial, once
-        for block in self.res_blocks:
-            h = block(h, y)                                                    # [M, (G,) W]
-        return self.final_layer(h, y)                                          # [M, (G,) c]
+        return run_blocks(self, h, y)                                          # [M, (G,) c] blocks + final
 
     # ---- TokenHead ----------------------------------------------------------------------------------
 

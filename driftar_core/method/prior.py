@@ -39,8 +39,8 @@ def entropy_sigma(entropy: Tensor, sigma_max: float = SIGMA_MAX, tau: float = TA
         raise ValueError(f"need 0 <= sigma_min <= sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
-    e = entropy.float()
-    sigma = sigma_max * torch.expm1(e / tau) / math.expm1(e_max / tau)     # Eq. 6
+    e = entropy if entropy.dtype == torch.float32 else entropy.float()
+    sigma = torch.expm1(e * (1.0 / tau)) * (sigma_max / math.expm1(e_max / tau))  # Eq. 6
     return sigma.clamp(min=sigma_min, max=sigma_max)
 
 
@@ -74,4 +74,4 @@ class EntropyPrior(nn.Module):
         sigma = self.sigma(entropy).to(mu.dtype)                           # [N]
         if eps.dim() == 3:                                                 # G samples per token
             mu, sigma = mu[:, None], sigma[:, None]                        # [N, 1, c], [N, 1]
-        return mu + sigma[..., None] * eps                                 # [N, (G,) c]
+        return torch.addcmul(mu, sigma[..., None], eps)                    # [N, (G,) c] mu + sigma eps

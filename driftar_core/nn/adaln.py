@@ -3,13 +3,22 @@ every per-token head: MAR's DDPM head, NextStep-1's flow head (same key layout, 
 and the Drift-AR decoder. Module and parameter names follow the official checkpoints:
 ``time_embed.mlp.{0,2}``, ``res_blocks.{j}.{in_ln, mlp.0, mlp.2, adaLN_modulation.1}``,
 ``final_layer.{norm_final, adaLN_modulation.1, linear}``.
+
+Every block's modulation (shift, scale, gate) is a Linear of the same silu(y); ``modulations`` runs
+them all (and the final layer's) as ONE matmul (``driftar_core.nn.fused``), which matters where a
+head call is a few dozen tiny kernels (a 20-step flow head makes 20 of them per token).
 """
 from __future__ import annotations
 
 import math
 
+from typing import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from driftar_core.nn.fused import fused_linear
 
 FREQ_EMBED_DIM = 256      # sinusoidal timestep features (DiT / MAR / NextStep frequency_embedding_size)
 MAX_PERIOD = 10000.0
@@ -17,8 +26,8 @@ LN_EPS = 1e-6             # MAR / NextStep LayerNorm eps
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """AdaLN (DiT): x * (1 + scale) + shift."""
-    return x * (1 + scale) + shift
+    """AdaLN (DiT): x * (1 + scale) + shift (as one addcmul)."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 class TimestepEmbedder(nn.Module):
@@ -55,8 +64,10 @@ class ResBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, inner), nn.SiLU(), nn.Linear(inner, width))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)          # 3 x [N, (1,) W]
+    def forward(self, x: Tensor, y: Tensor, modulation: Tensor | None = None) -> Tensor:
+        """x [N, (G,) W], y [N, (1,) W]; ``modulation`` = adaLN_modulation(y) when the caller has it."""
+        mod = self.adaLN_modulation(y) if modulation is None else modulation
+        shift, scale, gate = mod.chunk(3, dim=-1)                               # 3 x [N, (1,) W]
         return x + gate * self.mlp(modulate(self.in_ln(x), shift, scale))       # [N, (G,) W]
 
 
@@ -69,9 +80,28 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(width, out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)                # 2 x [N, (1,) W]
+    def forward(self, x: Tensor, y: Tensor, modulation: Tensor | None = None) -> Tensor:
+        mod = self.adaLN_modulation(y) if modulation is None else modulation
+        shift, scale = mod.chunk(2, dim=-1)                                     # 2 x [N, (1,) W]
         return self.linear(modulate(self.norm_final(x), shift, scale))          # [N, (G,) out]
+
+
+def modulations(owner: nn.Module, y: Tensor) -> Sequence[Tensor]:
+    """``[b.adaLN_modulation(y) for b in owner.res_blocks] + [owner.final_layer.adaLN_modulation(y)]``
+    as one silu and one matmul. y [N, (1,) W] -> per block [N, (1,) 3W], then the final layer's [..., 2W]."""
+    blocks = owner.res_blocks
+    linears = [b.adaLN_modulation[1] for b in blocks] + [owner.final_layer.adaLN_modulation[1]]
+    out = fused_linear(owner, "adaln", linears, F.silu(y))                      # [N, (1,) (3 depth + 2) W]
+    width = y.shape[-1]
+    return out.split([3 * width] * len(blocks) + [2 * width], dim=-1)
+
+
+def run_blocks(owner: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """``owner``'s res_blocks then final_layer on x [N, (G,) W] under the condition y [N, (1,) W]."""
+    *mods, final = modulations(owner, y)
+    for block, mod in zip(owner.res_blocks, mods):
+        x = block(x, y, mod)                                                    # [N, (G,) W]
+    return owner.final_layer(x, y, final)                                       # [N, (G,) out]
 
 
 class SimpleMLPAdaLN(nn.Module):
@@ -106,10 +136,15 @@ class SimpleMLPAdaLN(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
-        """x [N, c_in], t [N] or [1] (shared) original timesteps, c [N, Dz] -> [N, c_out]."""
-        x = self.input_proj(x)                                                  # [N, W]
-        y = self.time_embed(t) + self.cond_embed(c)                             # [N, W]
-        for block in self.res_blocks:
-            x = block(x, y)                                                     # [N, W]
-        return self.final_layer(x, y)                                           # [N, c_out]
+    def forward(self, x: Tensor, t: Tensor, c: Tensor, *, c_embed: Tensor | None = None) -> Tensor:
+        """x [N, c_in], t [N] or [1] (shared) original timesteps, c [N, Dz] -> [N, c_out].
+
+        ``c_embed`` = cond_embed(c), for samplers that call the net many times on the same condition
+        (or call :meth:`run` with the embedded condition).
+        """
+        y = self.time_embed(t) + (self.cond_embed(c) if c_embed is None else c_embed)  # [N, W]
+        return self.run(x, y)                                                   # [N, c_out]
+
+    def run(self, x: Tensor, y: Tensor) -> Tensor:
+        """x [N, c_in] under an embedded condition y = time_embed(t) + cond_embed(c) [N, W] -> [N, c_out]."""
+        return run_blocks(self, self.input_proj(x), y)

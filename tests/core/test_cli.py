@@ -34,6 +34,11 @@ def test_bad_config_fails_before_any_work(argv, needle, capsys, tmp_path):
     assert not any(tmp_path.iterdir())                                   # nothing was written
 
 
+def test_bench_rejects_a_negative_burn_in_before_loading_anything(capsys):
+    code, _, err = run(["bench", "-m", "no_such_model", "--burn-in", "-1"], capsys)
+    assert code != 0 and "--burn-in" in err and ">= 0" in err
+
+
 def test_unknown_backbone_suggests(capsys):
     code, _, err = run(["train", "--backbone", "marr"], capsys)
     assert code == 2 and "did you mean: mar" in err

@@ -28,7 +28,9 @@ def two_models(tmp_path):
 
 
 def test_bench_counts_passes_and_reports_ratios(two_models, tmp_path):
-    report = run_bench(two_models, batch_sizes=(1, 3), repeats=2, warmup=1, quality=False, progress=False)
+    report = run_bench(two_models, batch_sizes=(1, 3), repeats=2, warmup=1, quality=False, progress=False,
+                       burn_in_s=0.05)
+    assert report["settings"]["burn_in_s"] == 0.05 and "0.05 s burn-in" in to_markdown(report)
     base, drift = report["results"]
     assert set(RESULT_KEYS) <= set(base)
     assert (base["backbone_passes"], base["head_nfe"], base["nfe"]) == (4, 4 * 7, 4 + 28)   # K steps x 7-step head

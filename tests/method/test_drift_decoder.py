@@ -61,6 +61,22 @@ def test_entropy_pathways_are_zero_initialised():
     assert dec.entropy_global[-1].weight.grad.abs().sum() > 0
 
 
+@torch.no_grad()
+def test_one_entropy_runs_both_pathways_as_the_separate_modules_do():
+    """With E_global = E (NextStep-1's per-token E) both pathways' first layers run as one matmul;
+    the result equals the two Sequentials called one by one (what a distinct E_global takes)."""
+    dec = make()
+    for m in (*dec.entropy_global, *dec.entropy_spatial, *dec.res_blocks.modules()):
+        if isinstance(m, nn.Linear):
+            m.weight.normal_(std=0.3)
+    z, eps, e = torch.randn(6, D), torch.randn(6, C), torch.rand(6)
+    x0 = dec.prior(z, e, eps)
+    fused = dec.net(x0, eps, z, e, e)
+    separate = dec.net(x0, eps, z, e, e.clone())
+    torch.testing.assert_close(fused, separate, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(fused, dec.net(x0, eps, z, e, 1 - e))          # E_global does matter
+
+
 def test_cfg_on_outputs_with_shared_noise():
     dec = make()
     z_c, z_u, noise, e = torch.randn(4, D), torch.randn(4, D), torch.randn(4, 1, C), torch.rand(8)

@@ -56,6 +56,44 @@ def test_gqa_attention_shapes_and_explicit_softmax_matches_sdpa():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@torch.no_grad()
+def test_attention_and_mlp_equal_the_textbook_formulas():
+    """Fused q/k/v and gate/up, q and k rotated together, GQA by grouping queries = Llama's layer written out."""
+    import torch.nn.functional as F
+
+    from driftar_nextstep1.layers import MLP, RMSNorm
+    torch.manual_seed(0)
+    attn = Attention(hidden=32, heads=4, kv_heads=2, qkv_bias=True, o_bias=False)
+    x, past_k, past_v = torch.randn(2, 3, 32), torch.randn(2, 2, 4, 8), torch.randn(2, 2, 4, 8)
+    cos, sin = RotaryEmbedding(8, 10000.0)(torch.arange(4, 7), torch.float32)
+    mask = torch.ones(2, 1, 3, 7, dtype=torch.bool).tril(4)
+    mask[1, :, :, :2] = False                                                    # left padding in sample 1
+    q = apply_rope(attn.q_proj(x).view(2, 3, 4, 8).transpose(1, 2), cos, sin)
+    k = torch.cat([past_k, apply_rope(attn.k_proj(x).view(2, 3, 2, 8).transpose(1, 2), cos, sin)], 2)
+    v = torch.cat([past_v, attn.v_proj(x).view(2, 3, 2, 8).transpose(1, 2)], 2)
+    logits = q @ k.repeat_interleave(2, 1).transpose(-2, -1) / 8 ** 0.5
+    weights = logits.masked_fill(~mask, float("-inf")).softmax(-1)              # [2, 4, 3, 7]
+    ref = attn.o_proj((weights @ v.repeat_interleave(2, 1)).transpose(1, 2).reshape(2, 3, 32))
+    for need_weights in (True, False):
+        out, w, (k_out, v_out) = attn(x, cos, sin, mask, (past_k, past_v), need_weights=need_weights)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(k_out, k) and torch.testing.assert_close(v_out, v)
+        if need_weights:
+            torch.testing.assert_close(w, weights, atol=1e-6, rtol=1e-5)
+    mlp, norm = MLP(32, 40), RMSNorm(32, 1e-5)
+    with torch.no_grad():
+        norm.weight.normal_()
+    torch.testing.assert_close(mlp(x), mlp.down_proj(F.silu(mlp.gate_proj(x)) * mlp.up_proj(x)))
+    torch.testing.assert_close(norm(x), norm.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+
+
+def test_rotary_span_equals_per_position_tables():
+    rope = RotaryEmbedding(16, theta=10000.0)
+    for start, n in ((0, 5), (37, 1), (250, 20)):                               # the last one grows the table
+        for got, want in zip(rope.span(start, n, torch.float32), rope(torch.arange(start, start + n), torch.float32)):
+            torch.testing.assert_close(got, want)
+
+
 # ---- the backbone --------------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ the velocity: v = v_u + cfg (v_c - v_u), both halves seeing the same x_t. All no
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -87,23 +88,28 @@ class FlowMatchingHead(nn.Module):
             raise ValueError(f"z has {z.shape[0]} rows; expected N = {n} (noise rows) or 2N with CFG")
         doubled = z.shape[0] == 2 * n
         noise = noise.to(z.dtype) * temperature
+        # What every step shares is computed once per call (the same values the net would compute per
+        # step): the condition's embedding, the time embeddings of the N timesteps, the step sizes.
+        net = self.net
+        c_embed = net.cond_embed(z)                                             # [N', W]
+        t_embed = net.time_embed(self.timesteps.to(z.device, z.dtype))          # [N_steps, W]
+        ts = self.timesteps.tolist()
 
-        def velocity(x: Tensor, t: Tensor) -> Tensor:
-            tt = t.to(z.dtype).expand(z.shape[0])                               # [N']
+        def velocity(x: Tensor, i: int) -> Tensor:
+            y = t_embed[i] + c_embed                                            # [N', W] time + condition
             if not doubled:
-                return self.net(x, tt, z)                                       # [N, c]
-            v_c, v_u = self.net(torch.cat([x, x]), tt, z).chunk(2)              # [N, c] each
+                return net.run(x, y)                                            # [N, c]
+            v_c, v_u = net.run(torch.cat([x, x]), y).chunk(2)                   # [N, c] each
             return v_u + cfg * (v_c - v_u)                                      # CFG on the velocity
 
-        ts = self.timesteps.to(z.device)
         x = noise[:, 0]                                                         # [N, c] t = 0 is noise
         for i in range(len(ts) - 1):                                            # Euler-Maruyama
             ti, dt = ts[i], ts[i + 1] - ts[i]
-            v = velocity(x, ti)
+            v = velocity(x, i)
             score = (ti * v - x) / (1 - ti)                                     # get_score_from_velocity
             drift = v + (1 - ti) * score
-            x = x + drift * dt + torch.sqrt(2 * (1 - ti)) * torch.sqrt(dt) * noise[:, i + 1]
-        return x + velocity(x, ts[-1]) * self.config.last_step_size            # final deterministic step
+            x = x + drift * dt + math.sqrt(2 * (1 - ti)) * math.sqrt(dt) * noise[:, i + 1]
+        return x + velocity(x, len(ts) - 1) * self.config.last_step_size      # final deterministic step
 
 
 def make_flow_head(config: FlowHeadConfig | dict[str, Any], z_dim: int, token_dim: int) -> FlowMatchingHead:

@@ -9,12 +9,19 @@ Attention takes an explicit boolean mask [B, 1, Q, K] (True = may attend) and th
 keys/values, and returns the new full keys/values: the KV cache is a plain list owned by the caller.
 Only the layer whose attention rows feed the entropy (Drift-AR Eq. 4) materialises the softmax;
 the others use SDPA.
+
+Decoding a tiny model on a CPU is bound by kernel calls, not FLOPs, so the forward passes make as
+few as the math allows while the modules stay the official ones: q/k/v and SwiGLU's gate/up each
+run as one matmul (``driftar_core.nn.fused``), RoPE rotates q and k in one call, GQA shares the kv
+heads by grouping the queries instead of copying keys, and RMSNorm is one fused op.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from driftar_core.nn.fused import fused_linear
 
 KV = tuple[Tensor, Tensor]
 
@@ -28,22 +35,39 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.rms_norm(x.float(), x.shape[-1:], eps=self.eps)                 # h * rsqrt(mean(h^2) + eps), one op
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)          # one op in fp32
+        h = F.rms_norm(x.float(), x.shape[-1:], eps=self.eps)                 # h * rsqrt(mean(h^2) + eps)
         return self.weight * h.to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
-    """positions [T] -> (cos, sin) [T, head_dim]; ``inv_freq`` is a non-persistent buffer (as official)."""
+    """positions [T] -> (cos, sin) [T, head_dim]; ``inv_freq`` is a non-persistent buffer (as official).
+
+    ``span(start, n, dtype)`` slices a table of positions 0.. computed once (decoding asks for one or a
+    few positions per step); its values are the same elementwise formula as ``forward``'s.
+    """
 
     def __init__(self, head_dim: int, theta: float):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._tables: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         freqs = positions.float()[:, None] * self.inv_freq[None]               # [T, d/2]
         emb = torch.cat([freqs, freqs], dim=-1)                                # [T, d]
         return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def span(self, start: int, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """(cos, sin) [n, d] of positions start .. start + n - 1."""
+        key = (dtype, self.inv_freq.device, self.inv_freq.data_ptr())
+        table = self._tables.get(key)
+        if table is None or table[0].shape[0] < start + n or torch.is_inference_mode_enabled() != table[0].is_inference():
+            size = max(start + n, 256, 0 if table is None else 2 * table[0].shape[0])
+            table = self(torch.arange(size, device=self.inv_freq.device), dtype)
+            self._tables = {key: table}
+        return table[0][start:start + n], table[1][start:start + n]
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -72,21 +96,25 @@ class Attention(nn.Module):
         """x [B, Q, H], cos/sin [Q, d], mask [B, 1, Q, K] bool, past ([B, Hkv, K - Q, d] x 2)
         -> (out [B, Q, H], attention [B, heads, Q, K] or None, (k, v) [B, Hkv, K, d])."""
         B, Q, _ = x.shape
-        q = self.q_proj(x).view(B, Q, self.heads, self.head_dim).transpose(1, 2)       # [B, h, Q, d]
-        k = self.k_proj(x).view(B, Q, self.kv_heads, self.head_dim).transpose(1, 2)    # [B, hkv, Q, d]
-        v = self.v_proj(x).view(B, Q, self.kv_heads, self.head_dim).transpose(1, 2)    # [B, hkv, Q, d]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        h, hkv, d = self.heads, self.kv_heads, self.head_dim
+        qkv = fused_linear(self, "qkv", (self.q_proj, self.k_proj, self.v_proj), x)                   # [B, Q, (h + 2 hkv) d]
+        qkv = qkv.view(B, Q, h + 2 * hkv, d).transpose(1, 2)                           # [B, h + 2 hkv, Q, d]
+        qk = apply_rope(qkv[:, :h + hkv], cos, sin)                                    # q and k in one rotation
+        q, k, v = qk[:, :h], qk[:, h:], qkv[:, h + hkv:]                               # [B, h | hkv | hkv, Q, d]
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)      # [B, hkv, K, d]
-        rep = self.heads // self.kv_heads                                               # GQA: share kv heads
-        kr, vr = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)      # [B, h, K, d]
+        rep = h // hkv                                 # GQA: query head i reads kv head i // rep
+        K = k.shape[2]
         if need_weights:
-            logits = (q @ kr.transpose(-2, -1)) * self.head_dim ** -0.5               # [B, h, Q, K]
-            attn = logits.masked_fill(~mask, float("-inf")).softmax(-1)                # [B, h, Q, K]
-            out = attn @ vr                                                             # [B, h, Q, d]
+            qg = q.reshape(B, hkv, rep * Q, d)                                          # [B, hkv, rep Q, d]
+            mg = mask[:, :, None].expand(B, 1, rep, Q, K).reshape(B, 1, rep * Q, K) if rep > 1 else mask
+            logits = (qg @ k.transpose(-2, -1)) * d ** -0.5                             # [B, hkv, rep Q, K]
+            attn = logits.masked_fill(~mg, float("-inf")).softmax(-1)                   # [B, hkv, rep Q, K]
+            out = (attn @ v).view(B, h, Q, d)                                           # [B, h, Q, d]
+            attn = attn.view(B, h, Q, K)                                                # [B, h, Q, K]
         else:
             attn = None
-            out = F.scaled_dot_product_attention(q, kr, vr, attn_mask=mask)            # [B, h, Q, d]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=rep > 1)  # [B, h, Q, d]
         out = out.transpose(1, 2).reshape(B, Q, -1)                                     # [B, Q, h d]
         return self.o_proj(out), attn, (k, v)
 
@@ -101,7 +129,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = fused_linear(self, "gate_up", (self.gate_proj, self.up_proj), x).chunk(2, dim=-1)    # [..., I] each
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):

@@ -69,7 +69,7 @@ class NextStep1State:
     """One batch's generation state. Rows B' = B, or 2B with CFG ([cond; uncond])."""
 
     cache: list[KV]             # per layer (k, v) [B', Hkv, T, d] of every fed input
-    key_valid: Tensor           # [B', T] bool, False at left padding
+    key_valid: Tensor           # [B', P - 1 + L] bool over every index the sequence can reach, False at left padding
     boi_embed: Tensor           # [B', 1, H] element 0
     prefix_len: int             # P (<boi> is sequence index P - 1)
     tokens: Tensor              # [B, L, c] committed tokens (after use_norm), zeros past n
@@ -77,9 +77,14 @@ class NextStep1State:
     cfg: bool = False
 
     @property
+    def cached(self) -> int:
+        """T: sequence indices whose keys are cached."""
+        return self.cache[0][0].shape[2]
+
+    @property
     def cache_len(self) -> int:
         """Cached elements (inputs from <boi> on); equals ``n`` between rounds."""
-        return self.key_valid.shape[1] - (self.prefix_len - 1)
+        return self.cached - (self.prefix_len - 1)
 
 
 class NextStep1(nn.Module):
@@ -134,24 +139,28 @@ class NextStep1(nn.Module):
         cache: per-layer keys of indices < start -> (norm(h) [B', Q, H], E [B', Q] or None, new cache).
 
         E is computed when ``image_start`` (the index of <boi>) is given, over keys from there on.
+        A single input (Q = 1, decoding) must be a real token: it sees every valid key.
         """
         Q = embeds.shape[1]
-        q_pos = torch.arange(start, start + Q, device=embeds.device)
-        k_pos = torch.arange(start + Q, device=embeds.device)
-        mask = (k_pos[None] <= q_pos[:, None])[None] & key_valid[:, None, :]      # [B', Q, K] causal + padding
-        mask = mask | (k_pos[None] == q_pos[:, None])[None]                     # a pad query sees itself
-        cos, sin = self.rotary_emb(q_pos, embeds.dtype)                         # [Q, d]
-        h, entropy, new_cache = embeds, None, []
+        if Q == 1:                                                              # decoding: every valid key
+            mask = key_valid[:, None, :]                                        # [B', 1, K]
+        else:
+            q_pos = torch.arange(start, start + Q, device=embeds.device)
+            k_pos = torch.arange(start + Q, device=embeds.device)
+            mask = (k_pos[None] <= q_pos[:, None])[None] & key_valid[:, None, :]  # [B', Q, K] causal + padding
+            mask = mask | (k_pos[None] == q_pos[:, None])[None]                 # a pad query sees itself
+        cos, sin = self.rotary_emb.span(start, Q, embeds.dtype)                 # [Q, d]
+        h, entropy, new_cache, heads_mask = embeds, None, [], mask[:, None]    # [B', 1, Q, K] for every head
         for i, layer in enumerate(self.layers):
             want = image_start is not None and i == self.entropy_layer
-            h, attn, kv = layer(h, cos, sin, mask[:, None], cache[i] if cache else None, need_weights=want)
+            h, attn, kv = layer(h, cos, sin, heads_mask, cache[i] if cache else None, need_weights=want)
             new_cache.append(kv)
             if attn is not None:
                 entropy = attention_entropy(attn, mask, key_subset=slice(image_start, None))  # [B', Q]
         return self.norm(h), entropy, new_cache
 
-    def image_condition(self, h: Tensor, positions: Tensor) -> Tensor:
-        """norm(h) [B', n, H] predicting image positions [n] (0-based) -> z [B', n, H]."""
+    def image_condition(self, h: Tensor, positions: Tensor | None) -> Tensor:
+        """norm(h) [B', n, H] predicting image positions [n] (0-based; needed with use_gen_pos_embed) -> z [B', n, H]."""
         if self.config.use_gen_pos_embed:
             h = h + self.gen_pos_embed[:, positions].to(h.dtype)
         return self.image_out_projector(h)
@@ -232,7 +241,8 @@ class NextStep1(nn.Module):
         P = ids.shape[1]
         _, _, cache = self.forward_layers(self.embed_tokens(ids[:, :P - 1]), 0, valid[:, :P - 1])
         dtype = self.embed_tokens.weight.dtype
-        return NextStep1State(cache=cache, key_valid=valid[:, :P - 1], boi_embed=self.embed_tokens(ids[:, P - 1:]),
+        key_valid = torch.cat([valid[:, :P - 1], valid.new_ones(len(ids), L)], dim=1)  # [B', P - 1 + L] image keys valid
+        return NextStep1State(cache=cache, key_valid=key_valid, boi_embed=self.embed_tokens(ids[:, P - 1:]),
                               prefix_len=P, tokens=torch.zeros(B, L, c, device=self.device, dtype=dtype), cfg=cfg)
 
     def plan(self, state: NextStep1State) -> list[Step]:
@@ -254,18 +264,17 @@ class NextStep1(nn.Module):
         embeds = self.image_in_projector(x)                                     # [B', m, H]
         if first == 0:
             embeds = torch.cat([state.boi_embed, embeds], dim=1)                # element 0 = <boi>
-        start = state.key_valid.shape[1]
-        key_valid = torch.cat([state.key_valid, state.key_valid.new_ones(len(embeds), embeds.shape[1])], 1)
-        h, entropy, state.cache = self.forward_layers(embeds, start, key_valid, state.cache,
-                                                      image_start=state.prefix_len - 1)
-        state.key_valid = key_valid
-        z = self.image_condition(h, torch.arange(first, last + 1, device=h.device))
+        start = state.cached
+        h, entropy, state.cache = self.forward_layers(embeds, start, state.key_valid[:, :start + embeds.shape[1]],
+                                                      state.cache, image_start=state.prefix_len - 1)
+        positions = torch.arange(first, last + 1, device=h.device) if self.config.use_gen_pos_embed else None
+        z = self.image_condition(h, positions)
         return z, entropy                                                       # [B', m, H], [B', m]
 
     @torch.no_grad()
     def step(self, state: NextStep1State, positions: Tensor) -> StepOutput:
         """One cached forward: z [B', 1, H], E [B', 1] for the next raster position (positions [B, 1] = n)."""
-        if positions.shape[1] != 1 or bool((positions != state.n).any()):
+        if positions.shape[1] != 1 or not bool((positions == state.n).all()):
             raise ValueError(f"NextStep-1 decodes in raster order: expected positions [B, 1] = {state.n}, "
                              f"got {positions.flatten()[:4].tolist()}")
         if state.n >= self.token_shape[0]:
@@ -276,10 +285,10 @@ class NextStep1(nn.Module):
     def commit(self, state: NextStep1State, positions: Tensor, tokens: Tensor) -> None:
         """Append tokens [B, m, c] at positions [B, m] = n .. n + m - 1 (after use_norm)."""
         m = tokens.shape[1]
-        expected = torch.arange(state.n, state.n + m, device=positions.device)
-        if bool((positions != expected).any()) or state.n + m > self.token_shape[0]:
-            raise ValueError(f"NextStep-1 commits in raster order: expected positions {expected.tolist()}, "
-                             f"got {positions[0].tolist()}")
+        expected = state.n if m == 1 else torch.arange(state.n, state.n + m, device=positions.device)
+        if not bool((positions == expected).all()) or state.n + m > self.token_shape[0]:
+            raise ValueError(f"NextStep-1 commits in raster order: expected positions "
+                             f"{list(range(state.n, state.n + m))}, got {positions[0].tolist()}")
         state.tokens[:, state.n:state.n + m] = self.feedback(tokens).to(state.tokens.dtype)
         state.n += m
 
@@ -311,4 +320,3 @@ class NextStep1(nn.Module):
         state.tokens[:, state.n:] = 0
         keep = state.prefix_len - 1 + min(state.cache_len, state.n + 1)
         state.cache = [(k[:, :, :keep], v[:, :, :keep]) for k, v in state.cache]
-        state.key_valid = state.key_valid[:, :keep]
