@@ -1,11 +1,14 @@
 """Several ``nn.Linear`` layers that read the same input, run as ONE matmul.
 
-At the tiny sizes driftar runs on a CPU, a decode step is bound by the number of kernel calls, not
-by FLOPs (a [2, 128] x [128, 352] matmul costs ~15 us, almost all of it dispatch). Fusing q/k/v (or
+At the tiny sizes driftar runs on a CPU, a decode step is bound by the number of kernel calls more
+than by FLOPs (on the reference VM a [2, 128] x [128, 128] matmul takes ~5 us and a [2, 128] x
+[128, 384] one ~10 us: a few us of every call are its fixed cost, and a decode step makes ~170
+calls). Fusing q/k/v (or
 SwiGLU's gate/up, or the AdaLN modulations of every block) into one matmul keeps the modules, their
 parameter names and their state dict exactly as the official checkpoints have them: only the call
 changes. The outputs equal the separate layers' up to float round-off of a wider GEMM.
 
+Layers with more than ``MAX_FUSED_NUMEL`` weights run unfused (no second copy of large weights).
 The concatenated weight is cached for no-grad inference and rebuilt whenever any parameter changes
 (its storage or its version counter: an optimizer step, ``load_state_dict``, ``.to()``). With
 gradients enabled, or under tracing / export, it is concatenated on every call, so autograd sees the
@@ -20,6 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 _CACHE = "_fused_linear_cache"
+# Above this many weight elements a layer is compute- or memory-bound, fusing saves nothing worth a
+# second copy of its weights (a 14B model would hold its q/k/v and gate/up twice): run it unfused.
+MAX_FUSED_NUMEL = 1 << 22
 
 
 def _concat(linears: Sequence[nn.Linear]) -> tuple[Tensor, Tensor | None]:
@@ -58,5 +64,7 @@ def fused_params(owner: nn.Module, tag: str, linears: Sequence[nn.Linear]) -> tu
 def fused_linear(owner: nn.Module, tag: str, linears: Sequence[nn.Linear], x: Tensor) -> Tensor:
     """``torch.cat([m(x) for m in linears], -1)`` as one matmul (cached on ``owner`` as ``tag``).
     [..., in] -> [..., sum of out]"""
+    if sum(m.weight.numel() for m in linears) > MAX_FUSED_NUMEL:
+        return torch.cat([m(x) for m in linears], dim=-1)
     weight, bias = fused_params(owner, tag, linears)
     return F.linear(x, weight, bias)

@@ -70,3 +70,12 @@ def test_a_deep_copy_does_not_share_the_cache():
         clone.a.weight.zero_()
         torch.testing.assert_close(fused(clone, x), separate(clone, x))
         torch.testing.assert_close(fused(owner, x), separate(owner, x))
+
+
+def test_large_layers_run_unfused_and_cache_nothing(monkeypatch):
+    import driftar_core.nn.fused as fused_mod
+    monkeypatch.setattr(fused_mod, "MAX_FUSED_NUMEL", 10)
+    owner, x = linears(), torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(owner, x), separate(owner, x))
+    assert not owner.__dict__.get("_fused_linear_cache")
