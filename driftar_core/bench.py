@@ -2,12 +2,12 @@
 
 Latency is measured per image at batch 1 and batch 16, alternating between models on every repeat
 (so slow drift of the machine hits all models alike), after warm-up, as the median with the
-interquartile spread. Warm-up is also timed: the models keep sampling until ``burn_in_s`` seconds of
-work have passed, because the reference VMs run the first ~2-3 s of work after an idle spell at about
-half speed (measured: 64 cached NextStep-1 steps took 2.5 ms each in the first three runs of a
-process, then 1.4 ms; after a 3 s burn-in every run took 1.2-1.3 ms), which a count of warm-up
-repeats does not cover when the fastest model needs only ~0.1 s per sample. The AR stage (target/draft forwards) and the decoder stage (head) are timed
-separately inside the same sampling calls, so the AR-stage and decoder-stage speedups are measured,
+interquartile spread. Before the first timed repeat the models also sample, untimed, until
+``burn_in_s`` seconds have passed: the reference VMs run the first ~2-3 s of work after an idle
+spell at about half speed (measured: 64 cached NextStep-1 steps took 2.5 ms each in the first three
+runs of a process, then 1.4 ms; after a 3 s burn-in every run took 1.2-1.3 ms), which a count of
+warm-up repeats does not cover when the fastest model needs ~0.1 s per sample. The AR stage
+(target/draft forwards) and the decoder stage (head) are timed separately inside the same sampling calls, so the AR-stage and decoder-stage speedups are measured,
 not inferred. Quality comes from driftar_core.eval (FD next to its real-vs-real floor).
 """
 from __future__ import annotations

@@ -22,8 +22,7 @@ import click
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None)
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None)
 def bench(models: tuple[str, ...], more_models: tuple[str, ...], repeats: int, warmup: int, burn_in: float,
-          eval_samples: int | None,
-          eval_seeds: int, no_quality: bool, threads: int | None, json_out: str | None, md_out: str | None,
+          eval_samples: int | None, eval_seeds: int, no_quality: bool, threads: int | None, json_out: str | None, md_out: str | None,
           plot_out: str | None) -> None:
     """Benchmark models in one process (e.g. --models mar_tiny.digits mar_tiny_drift.digits)."""
     import torch

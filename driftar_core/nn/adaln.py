@@ -11,7 +11,6 @@ head call is a few dozen tiny kernels (a 20-step flow head makes 20 of them per 
 from __future__ import annotations
 
 import math
-
 from typing import Sequence
 
 import torch

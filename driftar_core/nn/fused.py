@@ -3,10 +3,9 @@
 At the tiny sizes driftar runs on a CPU, a decode step is bound by the number of kernel calls more
 than by FLOPs (on the reference VM a [2, 128] x [128, 128] matmul takes ~5 us and a [2, 128] x
 [128, 384] one ~10 us: a few us of every call are its fixed cost, and a decode step makes ~170
-calls). Fusing q/k/v (or
-SwiGLU's gate/up, or the AdaLN modulations of every block) into one matmul keeps the modules, their
-parameter names and their state dict exactly as the official checkpoints have them: only the call
-changes. The outputs equal the separate layers' up to float round-off of a wider GEMM.
+calls). Fusing q/k/v (or SwiGLU's gate/up, or the AdaLN modulations of every block) into one
+matmul keeps the modules, their parameter names and their state dict exactly as the official
+checkpoints have them: only the call changes. The outputs equal the separate layers' up to float round-off of a wider GEMM.
 
 Layers with more than ``MAX_FUSED_NUMEL`` weights run unfused (no second copy of large weights).
 The concatenated weight is cached for no-grad inference and rebuilt whenever any parameter changes

@@ -52,7 +52,7 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self._tables: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._table: tuple[tuple, Tensor, Tensor] | None = None     # (key, cos, sin) for span()
 
     def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         freqs = positions.float()[:, None] * self.inv_freq[None]               # [T, d/2]
@@ -61,13 +61,14 @@ class RotaryEmbedding(nn.Module):
 
     def span(self, start: int, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """(cos, sin) [n, d] of positions start .. start + n - 1."""
-        key = (dtype, self.inv_freq.device, self.inv_freq.data_ptr())
-        table = self._tables.get(key)
-        if table is None or table[0].shape[0] < start + n or torch.is_inference_mode_enabled() != table[0].is_inference():
-            size = max(start + n, 256, 0 if table is None else 2 * table[0].shape[0])
-            table = self(torch.arange(size, device=self.inv_freq.device), dtype)
-            self._tables = {key: table}
-        return table[0][start:start + n], table[1][start:start + n]
+        # rebuilt for another dtype / device, a longer span, or a switch in or out of inference mode
+        # (inference tensors cannot enter autograd)
+        key = (dtype, self.inv_freq.device, self.inv_freq.data_ptr(), torch.is_inference_mode_enabled())
+        table = self._table
+        if table is None or table[0] != key or table[1].shape[0] < start + n:
+            size = max(start + n, 256, 0 if table is None else 2 * table[1].shape[0])
+            table = self._table = (key, *self(torch.arange(size, device=self.inv_freq.device), dtype))
+        return table[1][start:start + n], table[2][start:start + n]
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -97,7 +98,7 @@ class Attention(nn.Module):
         -> (out [B, Q, H], attention [B, heads, Q, K] or None, (k, v) [B, Hkv, K, d])."""
         B, Q, _ = x.shape
         h, hkv, d = self.heads, self.kv_heads, self.head_dim
-        qkv = fused_linear(self, "qkv", (self.q_proj, self.k_proj, self.v_proj), x)                   # [B, Q, (h + 2 hkv) d]
+        qkv = fused_linear(self, "qkv", (self.q_proj, self.k_proj, self.v_proj), x)    # [B, Q, (h + 2 hkv) d]
         qkv = qkv.view(B, Q, h + 2 * hkv, d).transpose(1, 2)                           # [B, h + 2 hkv, Q, d]
         qk = apply_rope(qkv[:, :h + hkv], cos, sin)                                    # q and k in one rotation
         q, k, v = qk[:, :h], qk[:, h:], qkv[:, h + hkv:]                               # [B, h | hkv | hkv, Q, d]
@@ -129,7 +130,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = fused_linear(self, "gate_up", (self.gate_proj, self.up_proj), x).chunk(2, dim=-1)    # [..., I] each
+        gate, up = fused_linear(self, "gate_up", (self.gate_proj, self.up_proj), x).chunk(2, dim=-1)  # [..., I] each
         return self.down_proj(F.silu(gate) * up)
 
 
