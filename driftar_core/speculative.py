@@ -14,6 +14,14 @@ TARGET forward passes: one target pass verifies k drafted tokens. One round, n t
     commit x*[n+a] to both                              #    correction (a < k) or bonus (a = k)
     n += a + 1
 
+A feature-level draft (``draft.feature_level``, e.g. method/window_draft.py) replaces step 1 by
+
+    z^, E^ = draft.propose(dstate, eps[n..n+k-1])       # k draft passes on its own features, no head
+    x^[n..n+k-1] = head(z^, E^, eps[n..n+k-1])          # ONE batched head call for the k drafts
+
+and, instead of rollback + commit, observes the target's own z, E of the committed positions
+n .. n+a from the verify pass. Round 0 has no target feature yet: it drafts nothing (one target step).
+
 Noise is drawn once per position before decoding (``draw_noise``) and shared by the draft's head
 call and the target's, so with fixed noise sequential decoding is a deterministic map and deviation
 from it is measurable. With tau0 = kappa = 0 only bit-identical drafts are accepted, every committed
@@ -26,7 +34,8 @@ What the objects must provide:
 - target: a :class:`~driftar_core.interfaces.SpeculativeBackbone` with one token per AR step in
   raster order (NextStep-1). ``verify`` appends the drafts to the state and returns z, E for the k + 1
   next positions; ``rollback(m)`` drops the last m tokens and their cached keys.
-- draft: new_state / step / commit / rollback with the same signatures (any causal model that maps
+- draft: either feature-level (new_state / propose / observe, see above) or
+  new_state / step / commit / rollback with the same signatures (any causal model that maps
   the committed tokens to a head condition z with its own cache; e.g. NextStep-1's
   ``build_layer_draft``: the target's first layers). Its z goes through the bundle's head.
 - head: the bundle's :class:`~driftar_core.interfaces.TokenHead`; ``sample`` must accept ``cfg`` as a
@@ -143,10 +152,31 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
              "draft_head_nfe": 0, "backbone_s": 0.0, "draft_s": 0.0, "head_s": 0.0}
     counts = PassCounts()
     ema, n = entropy_ema_init, 0
+    feature_level = getattr(draft, "feature_level", False)
     while n < L:
         # 1. draft up to k tokens ahead, on the draft's own outputs
         k, drafts = min(draft_len, L - 1 - n), []
-        for m in range(k):
+        if feature_level:
+            # k features in k draft passes, then ONE head call for all k drafted tokens. Round 0 has no
+            # target feature to start from: it is a plain target step (k = 0) that seeds the window.
+            k = k if n else 0
+            if k:
+                t0 = time.perf_counter()
+                d_out = draft.propose(dstate, noise[:, n:n + k, 0])               # z^ [B', k, D], E^ [B', k]
+                if early_stop_gamma is not None and ema is not None and k > 1:
+                    low = (d_out.entropy[:B].float().mean(0) < early_stop_gamma * ema).tolist()
+                    if True in low[:k - 1]:                                    # over-confident at step m: stop there
+                        stats["early_stops"] += 1
+                        k = low.index(True) + 1
+                        d_out = StepOutput(z=d_out.z[:, :k], entropy=d_out.entropy[:, :k])
+                t1 = time.perf_counter()
+                drafts.append(head_tokens(head, d_out, noise[:, n:n + k], cfgs[n:n + k], temperature))  # [B, k, c]
+                stats["draft_s"] += t1 - t0
+                stats["head_s"] += time.perf_counter() - t1
+                counts.draft_passes += k
+                counts.head_nfe += head.nfe
+                stats["draft_head_nfe"] += head.nfe
+        for m in range(0 if feature_level else k):
             p, t0 = n + m, time.perf_counter()
             pos = torch.full((B, 1), p, dtype=torch.long, device=bundle.device)
             d_out = draft.step(dstate, pos)                                    # z^ [B', 1, D], E^ [B', 1]
@@ -170,6 +200,7 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
         t0 = time.perf_counter()
         out = backbone.verify(tstate, drafted)                                 # z [B', k+1, D], E [B', k+1]
         t1 = time.perf_counter()
+        own = out                                                              # what a feature draft observes
         if negative_control:
             out = shuffle_samples(out, B)
         x_star = head_tokens(head, out, noise[:, n:n + k + 1], cfgs[n:n + k + 1], temperature)  # [B, k+1, c]
@@ -188,10 +219,14 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
 
         # 4. roll both caches back to the accepted prefix; commit one exact target token
         backbone.rollback(tstate, k - a)
-        draft.rollback(dstate, k - a)
         pos = torch.full((B, 1), n + a, dtype=torch.long, device=bundle.device)
         backbone.commit(tstate, pos, x_star[:, a:a + 1])
-        draft.commit(dstate, pos, x_star[:, a:a + 1])
+        if feature_level:                                                      # the target's own z, E of n .. n+a
+            draft.observe(dstate, StepOutput(z=own.z[:, :a + 1], entropy=own.entropy[:, :a + 1]),
+                          noise[:, n:n + a + 1, 0])
+        else:
+            draft.rollback(dstate, k - a)
+            draft.commit(dstate, pos, x_star[:, a:a + 1])
         mean_e = float(e_target[:, :a + 1].mean())
         ema = mean_e if ema is None else entropy_ema_decay * ema + (1 - entropy_ema_decay) * mean_e
         if on_round is not None:

@@ -49,18 +49,29 @@ def train(backbone: str, recipe: str | None, config_file: str | None, overrides:
     if print_config:
         click.echo(json.dumps({"run": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json")}, indent=2))
         return
+    from driftar_core.registry import registries
     from driftar_core.train import train as run_training
+    shared = tuple(o for o in overrides if o.startswith(BASELINE_SHARED))
+    # a Drift-AR model with a distilled draft (draft_type "window") gets a third stage: the draft recipe
+    distil = (cfg.recipe == "drift" and getattr(model_cfg, "draft_type", None) == "window"
+              and f"{backbone}/draft" in registries().recipes and resume is None)
+    stages = 2 + distil
     if cfg.recipe == "drift" and cfg.model.init_from is None and resume is None:
         # Drift-AR starts from a trained baseline: train it first (or pass --set model.init_from=...)
-        shared = tuple(o for o in overrides if o.startswith(BASELINE_SHARED))
         base_cfg, _ = resolve_configs(backbone, "baseline", None, shared)
-        click.echo(f"[1/2] training the {backbone} baseline (reuse one with --set model.init_from=RUN_DIR|ZOO_NAME)")
+        click.echo(f"[1/{stages}] training the {backbone} baseline (reuse one with --set model.init_from=RUN_DIR|ZOO_NAME)")
         base_dir = run_training(base_cfg)
         click.echo(f"baseline run directory: {base_dir}")
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"init_from": str(base_dir)})})
-        click.echo(f"[2/2] Drift-AR from {base_dir}")
+        click.echo(f"[2/{stages}] Drift-AR from {base_dir}")
     run_dir = run_training(cfg, resume=resume)
     click.echo(f"run directory: {run_dir}")
+    if distil:
+        same_model = tuple(o for o in overrides if o.startswith("model.args."))   # stage 2's model
+        draft_cfg, _ = resolve_configs(backbone, "draft", None, shared + same_model + (f"model.init_from={run_dir}",))
+        click.echo(f"[{stages}/{stages}] distilling the draft of {run_dir} (driftar train --recipe draft)")
+        run_dir = run_training(draft_cfg)
+        click.echo(f"run directory: {run_dir}")
 
 
 # overrides that also apply to the baseline run the drift recipe trains first

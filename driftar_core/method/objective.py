@@ -101,7 +101,7 @@ class DriftARObjective(TrainObjective):
             metrics["entropy_mean"] = ent.mean().detach()
             metrics["entropy_std"] = ent.std().detach()                       # 0 = the official code's collapse
         loss = terms.loss if phase2 else (1.0 - alpha) * terms.loss
-        if self.config.train_draft and bundle.draft is not None and not phase2:
+        if self.config.train_draft and hasattr(bundle.draft, "loss_terms") and not phase2:
             fed = tokens if out.inputs is None else out.inputs.detach()        # what the target consumed
             inputs = {"tokens": fed, "cond": out.cond} if getattr(bundle.draft, "needs_inputs", False) else {}
             d = bundle.draft.loss_terms(z.detach(), None if ent is None else ent.detach(), **inputs)

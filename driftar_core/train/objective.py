@@ -92,6 +92,8 @@ def make_objective(run_config: Any, bundle: nn.Module) -> TrainObjective:
     name = run_config.recipe
     if name == "drift":
         import driftar_core.method.objective  # noqa: F401  (registers OBJECTIVES["drift"])
+    elif name == "draft":
+        import driftar_core.method.window_draft_train  # noqa: F401  (registers OBJECTIVES["draft"])
     if name not in OBJECTIVES:
         raise ConfigError(f"unknown training recipe {name!r} (recipe=...); known: {', '.join(sorted(OBJECTIVES))}")
     return OBJECTIVES[name](run_config, bundle)

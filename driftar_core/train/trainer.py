@@ -99,6 +99,7 @@ def build_bundle(run_config: Any) -> nn.Module:
     For the ``drift`` recipe, ``init_from`` is the trained BASELINE: its tokenizer and backbone load
     strictly, its head (a different one) is dropped, and the drift components (frozen phi, draft) are
     then copied from the loaded target (Drift-AR starts from a trained backbone, METHOD.md 1.10).
+    For the ``draft`` recipe, ``init_from`` is a trained Drift-AR model: everything but the draft loads.
     """
     from driftar_core.registry import create_model
     from driftar_core.resolve import find_model_dir
@@ -110,7 +111,11 @@ def build_bundle(run_config: Any) -> nn.Module:
             weights = load_safetensors(model_dir / "model.safetensors")
         else:
             weights = create_model(src).state_dict()            # a zoo name (arch.tag)
-        if run_config.recipe == "drift":
+        if run_config.recipe == "draft":                         # a trained Drift-AR model; a fresh draft
+            own = {k: v for k, v in bundle.state_dict().items() if k.startswith("draft.")}
+            weights = {**{k: v for k, v in weights.items() if not k.startswith("draft.")}, **own}
+            load_state_strict(bundle, weights, f"model.init_from={src} (all but the draft)")
+        elif run_config.recipe == "drift":
             from driftar_core.method.objective import prepare_drift
             keep = ("backbone.", "tokenizer.")
             own = {k: v for k, v in bundle.state_dict().items() if not k.startswith(keep)}
@@ -123,6 +128,10 @@ def build_bundle(run_config: Any) -> nn.Module:
         from driftar_core.config import ConfigError
         raise ConfigError("the drift recipe starts from a trained baseline: set model.init_from to a baseline "
                           "run directory or zoo name (driftar train --backbone mar does this for you)")
+    elif run_config.recipe == "draft":
+        from driftar_core.config import ConfigError
+        raise ConfigError("the draft recipe distils the draft of a trained Drift-AR model: set model.init_from to "
+                          "a drift run directory or zoo name (driftar train --backbone nextstep1 does this for you)")
     return bundle
 
 

@@ -133,6 +133,7 @@ def causal_adapter(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) 
     from driftar_export.graphs.causal import cache_layout, causal_specs, prompt_table
     from driftar_export.graphs.common import decoder_spec, detokenize_spec
     lm, draft = bundle.backbone, getattr(bundle, "draft", None)
+    window = getattr(draft, "feature_level", False)      # the window draft: one graph, its rows on the host
     prompts = prompt_table(lm)
     longest = max(len(p) for p in [*prompts["class_prefix_ids"], prompts["negative_prefix_ids"]])
     max_prompt = options.max_prompt_len or longest
@@ -149,7 +150,11 @@ def causal_adapter(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) 
     feeds = {"target_step": (1, 1)} if draft is None else {"target_verify": (1, k + 1)}
     specs = causal_specs(lm, "target", feeds=feeds, **bounds)
     section: dict[str, Any] = {"prompts": prompts, "target": cache_layout(lm)}
-    if draft is not None:
+    if window:
+        from driftar_export.graphs.window import window_draft_spec, window_layout
+        specs.append(window_draft_spec(draft, options.max_batch))
+        section["draft"] = window_layout(draft)
+    elif draft is not None:
         specs += causal_specs(draft, "draft", feeds={"draft_step": (1, 2)}, **bounds)
         section["draft"] = cache_layout(draft)
     heads = rows * ((k + 1) if draft is not None else 1)
@@ -267,7 +272,7 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
         resolved = {**options.model_dump(), **sections.pop("options_resolved", {})}
         worst = {r: max(max(p["max_abs_diff"].values()) for p in g["parity"]) for r, g in graphs.items()}
         samplers = {kind: settings if kind == settings["kind"] else sampler_settings(bundle, kind)
-                    for kind in (("plain", "speculative") if "draft_step" in graphs else ("plain",))}
+                    for kind in (("plain", "speculative") if {"draft_step", "draft_window"} & set(graphs) else ("plain",))}
         manifest = {"format": FORMAT, "model": model, "sampler": settings, "samplers": samplers, **sections, "graphs": graphs,
                     "opset": options.opset, "precision": options.precision, "options": resolved, "versions": versions(),
                     "parity": {"atol": options.parity_atol, "max_abs_diff": worst, "passed": True}}

@@ -118,9 +118,16 @@ def test_default_mar_job_trains_the_baseline_then_drift_from_it(recorded_trainin
     assert [c[:4] for c in calls] == [("drift", "mar_tiny_drift", "mar_tiny.digits", 0)]  # reuse: no baseline run
 
 
-def test_default_nextstep1_job_trains_the_baseline_then_drift_from_it(recorded_training, tmp_path, capsys):
-    """`driftar train --backbone nextstep1` runs the same two stages with NextStep-1's recipes."""
-    code, _, err = run(["train", "--backbone", "nextstep1"], capsys)
+def test_default_nextstep1_job_trains_the_baseline_then_drift_then_its_draft(recorded_training, tmp_path, capsys):
+    """`driftar train --backbone nextstep1` runs the same two stages with NextStep-1's recipes, then
+    distils the window draft from the Drift-AR run (recipe "draft", init_from = that run)."""
+    code, out, err = run(["train", "--backbone", "nextstep1", "--set", "train.seed=3"], capsys)
     assert code == 0, err
-    assert [(r, a, i, t) for r, a, i, _, t in recorded_training] == [
-        ("baseline", "nextstep1_tiny", None, 1), ("drift", "nextstep1_tiny_drift", str(tmp_path / "run-1"), 1)]
+    assert [(r, a, i, s, t) for r, a, i, s, t in recorded_training] == [
+        ("baseline", "nextstep1_tiny", None, 3, 1), ("drift", "nextstep1_tiny_drift", str(tmp_path / "run-1"), 3, 1),
+        ("draft", "nextstep1_tiny_drift", str(tmp_path / "run-2"), 3, 2)]
+    assert "[3/3] distilling the draft" in out
+    recorded_training.clear()
+    code, _, err = run(["train", "--backbone", "nextstep1", "--set", "model.args.draft_type=layer"], capsys)
+    assert code == 0, err   # a layer draft trains with the drift head: two stages
+    assert [c[0] for c in recorded_training] == ["baseline", "drift"]

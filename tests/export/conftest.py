@@ -50,6 +50,28 @@ def tiny_causal():
 
 
 @pytest.fixture(scope="session")
+def tiny_window():
+    """The tiny causal Drift-AR model with the feature-level window draft instead of the layer draft."""
+    from driftar_nextstep1.build import build_nextstep1
+    from driftar_nextstep1.config import NextStep1Config
+    torch.manual_seed(0)
+    bundle = build_nextstep1(NextStep1Config(**{**CAUSAL_SMALL, "draft_type": "window",
+                                                "window_draft": {"window": 3, "width": 32, "depth": 1}}))
+    bundle.arch = "nextstep1_small_window"
+    return perturb(bundle, 2, scale=0.05)
+
+
+@pytest.fixture(scope="session")
+def window_runner(tiny_window, tmp_path_factory):
+    from driftar_export.exporter import export_onnx
+    from driftar_export.options import OnnxOptions
+    from driftar_export.runtime.runner import Runner
+    out = tmp_path_factory.mktemp("window_export") / "bundle"
+    export_onnx(tiny_window, out, OnnxOptions(max_batch=MAX_BATCH), ref=None, log=lambda s: None)
+    return Runner(out, threads=1)
+
+
+@pytest.fixture(scope="session")
 def mar_model_dir(tiny_mar, tmp_path_factory):
     return tiny_mar.save(tmp_path_factory.mktemp("mar_model") / "model")
 

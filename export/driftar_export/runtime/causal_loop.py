@@ -6,7 +6,8 @@ module docstring for the algorithm): the same noise per position for the draft's
 decoder calls, the same acceptance rule (longest prefix with |x^ - x*| / sqrt(c) <= tau0 + kappa *
 sigma(E_target), the min over the batch), the same rollback and commit, the same early stop and
 entropy EMA, the same pass counting (target passes = rounds). sigma(E) comes out of the ``decoder``
-graph, so the tolerance uses the model's own Eq. 6.
+graph, so the tolerance uses the model's own Eq. 6. A feature-level window draft
+(runtime/causal_window.py) proposes k features and gets its k tokens from ONE decoder call.
 """
 from __future__ import annotations
 
@@ -68,10 +69,30 @@ def speculative_causal(graphs: GraphSet, target: CausalModel, draft: CausalModel
                              "draft_head_nfe": 0, "backbone_s": 0.0, "draft_s": 0.0, "head_s": 0.0}
     counts = PassCounts()
     ema, n = entropy_ema_init, 0
+    feature_level = getattr(draft, "feature_level", False)
     while n < L:
         # 1. draft up to k tokens ahead, on the draft's own outputs
         k, drafts = min(draft_len, L - 1 - n), []
-        for m in range(k):
+        if feature_level:                      # k draft passes, ONE decoder call; round 0 seeds the window
+            k = k if n else 0
+            if k:
+                t0 = time.perf_counter()
+                z_d, e_d = draft.propose(dstate, noise[:, n:n + k, 0])         # [R, k, H], [R, k]
+                if early_stop_gamma is not None and ema is not None and k > 1:
+                    low = (e_d[:B].astype(np.float32).mean(0) < early_stop_gamma * ema).tolist()
+                    if True in low[:k - 1]:
+                        stats["early_stops"] += 1
+                        k = low.index(True) + 1
+                        z_d, e_d = z_d[:, :k], e_d[:, :k]
+                t1 = time.perf_counter()
+                x_hat, _ = head_tokens(graphs, z_d, e_d, noise[:, n:n + k], cfgs[n:n + k], temperature)
+                drafts.append(x_hat)
+                stats["draft_s"] += t1 - t0
+                stats["head_s"] += time.perf_counter() - t1
+                counts.draft_passes += k
+                counts.head_nfe += 1
+                stats["draft_head_nfe"] += 1
+        for m in range(0 if feature_level else k):
             p, t0 = n + m, time.perf_counter()
             z_d, e_d = draft.step(dstate)                                      # [R, 1, H], [R, 1]
             t1 = time.perf_counter()
@@ -109,9 +130,12 @@ def speculative_causal(graphs: GraphSet, target: CausalModel, draft: CausalModel
 
         # 4. roll both caches back to the accepted prefix; commit one exact target token
         target.rollback(tstate, k - a)
-        draft.rollback(dstate, k - a)
         target.commit(tstate, x_star[:, a:a + 1])
-        draft.commit(dstate, x_star[:, a:a + 1])
+        if feature_level:                                                      # the target's z, E of n .. n+a
+            draft.observe(dstate, z[:, :a + 1], e[:, :a + 1], noise[:, n:n + a + 1, 0])
+        else:
+            draft.rollback(dstate, k - a)
+            draft.commit(dstate, x_star[:, a:a + 1])
         mean_e = float(e_target[:, :a + 1].mean())
         ema = mean_e if ema is None else entropy_ema_decay * ema + (1 - entropy_ema_decay) * mean_e
         stats["rounds"] += 1

@@ -26,6 +26,9 @@ OVERRIDABLE = {"plain": {"num_iter", "cfg", "cfg_schedule", "temperature"},
                                "entropy_ema_init", "entropy_ema_decay"}}
 
 
+DRAFT_ROLES = {"draft_step", "draft_window"}   # a layer draft, or the feature-level window draft
+
+
 @dataclass
 class RunOutput:
     tokens: np.ndarray          # [B, L, c]
@@ -61,7 +64,7 @@ class Runner:
         """The manifest's sampler settings with ``overrides`` (None = keep); unknown keys fail."""
         forced = overrides.pop("sampler", None)
         kind = forced or self.settings["kind"]
-        if kind not in OVERRIDABLE or (kind == "speculative" and "draft_step" not in self.graphs.roles):
+        if kind not in OVERRIDABLE or (kind == "speculative" and not DRAFT_ROLES & set(self.graphs.roles)):
             raise ValueError(f"this bundle cannot run a {kind!r} sampler (graphs: {sorted(self.graphs.roles)})")
         bad = {k for k, v in overrides.items() if v is not None} - OVERRIDABLE[kind]
         if bad:
@@ -119,6 +122,9 @@ class Runner:
     def _causal(self, name: str) -> Any:
         from driftar_export.runtime.causal_state import CausalModel
         causal = self.manifest["causal"]
+        if name == "draft" and causal["draft"].get("kind") == "window":
+            from driftar_export.runtime.causal_window import WindowDraftHost
+            return WindowDraftHost(self.graphs, causal["draft"])
         one, many = ("target_step", "target_verify") if name == "target" else ("draft_step", "draft_step")
         return CausalModel(self.graphs, name, causal[name], causal["prompts"], tuple(self.model["token_shape"]), one, many)
 

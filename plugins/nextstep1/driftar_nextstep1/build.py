@@ -48,15 +48,20 @@ def build_nextstep1(config: NextStep1Config) -> ModelBundle:
 
 
 def build_nextstep1_drift(config: NextStep1Config, tokenizer: nn.Module, backbone: NextStep1) -> ModelBundle:
-    """Drift-AR NextStep-1: the same LLM, the 1-NFE drift decoder, the layer draft and the frozen phi.
+    """Drift-AR NextStep-1: the same LLM, the 1-NFE drift decoder, the draft (``config.draft_type``: the
+    layer draft, or the feature-level window draft) and the frozen phi.
 
     Speculative decoding with ``config.speculative`` is the bundle's default sampler (``driftar sample``,
     ``eval`` and ``bench`` use it unless told ``--no-speculative``)."""
     from driftar_core.method.drift_decoder import DriftDecoder
     from driftar_nextstep1.drift import NextStep1Draft, NextStep1FeatureMap
     head = DriftDecoder(config.token_dim, backbone.z_dim, config.drift)
-    bundle = ModelBundle(tokenizer, backbone, head, config, backbone_name="nextstep1",
-                         draft=NextStep1Draft.for_target(config))
+    if config.draft_type == "window":
+        from driftar_core.method.window_draft import WindowDraft
+        draft: nn.Module = WindowDraft(backbone.z_dim, config.token_dim, config.seq_len, config.window_draft)
+    else:
+        draft = NextStep1Draft.for_target(config)
+    bundle = ModelBundle(tokenizer, backbone, head, config, backbone_name="nextstep1", draft=draft)
     bundle.phi = NextStep1FeatureMap(backbone)   # frozen; filled from the trained target (init_drift_components)
     head.set_feature_map(bundle.phi)
     if config.speculative.enabled:

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from driftar_core.config import SamplingConfig, Strict, with_sampling_defaults
-from driftar_core.method.configs import DriftDecoderConfig, SpeculativeConfig
+from driftar_core.method.configs import DriftDecoderConfig, SpeculativeConfig, WindowDraftConfig
 
 
 class FlowHeadConfig(Strict):
@@ -91,6 +91,11 @@ class NextStep1Config(Strict):
     head_type: Literal["flow", "drift"] = "flow"
     drift: DriftDecoderConfig = Field(default_factory=lambda: DriftDecoderConfig(width=128, depth=3))
     draft_layers: int = Field(1, ge=1)
+    # "layer": the target's first draft_layers layers, one head call per drafted token, trained with the
+    # drift head; "window": the feature-level window draft (driftar_core.method.window_draft), one head
+    # call per round, distilled from the finished Drift-AR model (recipe "draft")
+    draft_type: Literal["layer", "window"] = "layer"
+    window_draft: WindowDraftConfig = Field(default_factory=WindowDraftConfig)
     speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
 
     @field_validator("sampling", mode="before")

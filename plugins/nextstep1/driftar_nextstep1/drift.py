@@ -110,5 +110,5 @@ def init_drift_components(target: NextStep1, bundle: nn.Module) -> None:
     phi = getattr(bundle, "phi", None)
     if phi is not None:
         phi.copy_from(target)
-    if bundle.draft is not None:
+    if bundle.draft is not None and hasattr(bundle.draft, "init_from_target"):   # the window draft is distilled later
         bundle.draft.init_from_target(target)

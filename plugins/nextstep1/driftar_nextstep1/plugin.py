@@ -47,3 +47,4 @@ def driftar_register_heads(register: Any) -> None:
 def driftar_register_recipes(register: Any) -> None:
     register("nextstep1", "baseline", RECIPES / "baseline.toml")
     register("nextstep1", "drift", RECIPES / "drift.toml")
+    register("nextstep1", "draft", RECIPES / "draft.toml")
