@@ -46,3 +46,22 @@ def test_bench_counts_passes_and_reports_ratios(two_models, tmp_path):
     md = to_markdown(report)
     assert md.count("\n| `") == 2 and "speedup b3" in md          # one row per model
     assert (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_batch1_repeats_rotate_classes_and_counts_are_averaged():
+    from driftar_core.bench import _time_once, mean_counts
+    from driftar_core.interfaces import PassCounts
+    seen = []
+
+    def sampler(bundle, labels, generator=None):
+        seen.append(labels.tolist())
+        return type("Out", (), {"counts": PassCounts(backbone_passes=10 + len(seen))})()
+    bundle = type("B", (), {"device": "cpu"})()
+    for r in range(3):
+        _time_once(bundle, 1, 5 + r, sampler)
+    assert seen == [[5], [6], [7]]                                     # not always digit 0
+    a = PassCounts(backbone_passes=12, head_nfe=20, draft_passes=60, extra={"acceptance_rate": 0.8})
+    b = PassCounts(backbone_passes=14, head_nfe=20, draft_passes=50, extra={"acceptance_rate": 0.6})
+    m = mean_counts([a, b])
+    assert (m["backbone_passes"], m["head_nfe"], m["draft_passes"]) == (13.0, 20, 55.0)
+    assert abs(m["acceptance_rate"] - 0.7) < 1e-12 and m["mean_accepted_len"] is None

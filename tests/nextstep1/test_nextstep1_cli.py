@@ -64,3 +64,32 @@ def test_bench_compares_speculative_and_plain_decoding_of_one_model(saved):
     assert spec["backbone_passes"] <= 16
     ratios = report["ratios"][spec["model"]]
     assert ratios["stage_product"] == pytest.approx(ratios["ar_stage_speedup"] * ratios["decoder_speedup"])
+
+
+def test_draft_recipe_distils_a_window_draft_and_keeps_everything_else(tmp_path, capsys):
+    """`driftar train --recipe draft` from a trained Drift-AR model: rollouts, a few steps, a saved model
+    whose non-draft weights are the source's and whose draft (only) changed."""
+    import torch
+
+    from driftar_core.resolve import load_model
+    args = ["train", "--backbone", "nextstep1", "--recipe", "draft", "--set", "model.init_from=nextstep1_tiny_drift.digits",
+            "--set", "model.args.window_draft.rollouts=6", "--set", "model.args.window_draft.rollout_batch=4",
+            "--set", "model.args.window_draft.width=32", "--set", "model.args.window_draft.unroll=2",
+            "--set", "method.batch=16", "--set", "train.steps=3", "--set", "train.log_every=1",
+            "--set", "train.grid_per_class=1", "--set", f"train.runs_dir={tmp_path}"]
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    assert "draft rollouts: 6/6" in out and "tokens_per_round" in out
+    run_dir = next((tmp_path / "nextstep1").iterdir())
+    new, src = load_model(str(run_dir / "model")), load_model("nextstep1_tiny_drift.digits")
+    assert type(new.draft).__name__ == "WindowDraft" and new.draft.config.width == 32
+    theirs = src.state_dict()
+    for key, value in new.state_dict().items():
+        if not key.startswith("draft."):
+            assert torch.equal(value, theirs[key]), key                # target, head, tokenizer untouched
+    assert new.draft.out_proj.weight.abs().sum() > 0                   # zero-initialised, then trained
+
+
+def test_draft_recipe_needs_a_trained_model(capsys):
+    code, _, err = run(["train", "--backbone", "nextstep1", "--recipe", "draft", "--set", "train.steps=1"], capsys)
+    assert code != 0 and "set model.init_from" in err
