@@ -224,3 +224,24 @@ class DraftModel(Protocol):
     def loss(self, z: "Tensor", target_entropy: "Tensor | None" = None) -> "Tensor":
         """Regression on the next position's target feature plus the entropy alignment term."""
         ...
+
+
+@runtime_checkable
+class FeatureDraft(Protocol):
+    """A feature-level draft (``feature_level = True``; driftar_core.method.window_draft.WindowDraft):
+    it proposes the next k positions' head conditions without a head call, and the speculative sampler
+    decodes all k with ONE batched head call per round."""
+
+    feature_level: bool
+
+    def new_state(self, cond: Any, num_iter: int | None = None, cfg: bool = False,
+                  generator: Any = None) -> Any:
+        ...
+
+    def observe(self, state: Any, out: StepOutput, noise: "Tensor") -> None:
+        """The target's z [B', m, D], E [B', m] and the noise [B, m, c] of the next m committed positions."""
+        ...
+
+    def propose(self, state: Any, noise: "Tensor") -> StepOutput:
+        """noise [B, k, c] of the next k positions -> drafted z [B', k, D], E [B', k]."""
+        ...
