@@ -122,7 +122,9 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
     0, 0 reproduces ``generate``. sigma: E -> sigma(E) (default: the head's prior, else Eq. 6).
     early_stop_gamma: stop drafting when the draft's mean E falls below gamma * EMA(target E)
     (METHOD.md 4.2.3 (a); gamma = 0.8 there); the EMA starts at ``entropy_ema_init`` (a training-set
-    statistic) or at the first round's target entropy. negative_control: verify against the next
+    statistic) or at the first round's target entropy (a feature-level draft proposes all k first, so
+    there the stop shortens what is decoded and verified; every draft pass that ran is counted).
+    negative_control: verify against the next
     sample's target features (acceptance must collapse). Unset sampling arguments fall back to
     ``bundle.config.sampling``; ``noise`` [B, L, k, c] overrides the generator's draw. ``num_iter`` is
     accepted for ``generate``'s signature and must be None or L (one token per AR step).
@@ -163,6 +165,7 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
             if k:
                 t0 = time.perf_counter()
                 d_out = draft.propose(dstate, noise[:, n:n + k, 0])               # z^ [B', k, D], E^ [B', k]
+                ran = k                                                        # the early stop truncates after the fact
                 if early_stop_gamma is not None and ema is not None and k > 1:
                     low = (d_out.entropy[:B].float().mean(0) < early_stop_gamma * ema).tolist()
                     if True in low[:k - 1]:                                    # over-confident at step m: stop there
@@ -173,7 +176,7 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
                 drafts.append(head_tokens(head, d_out, noise[:, n:n + k], cfgs[n:n + k], temperature))  # [B, k, c]
                 stats["draft_s"] += t1 - t0
                 stats["head_s"] += time.perf_counter() - t1
-                counts.draft_passes += k
+                counts.draft_passes += ran                                     # every pass that ran
                 counts.head_nfe += head.nfe
                 stats["draft_head_nfe"] += head.nfe
         for m in range(0 if feature_level else k):

@@ -167,3 +167,13 @@ def test_draft_recipe_needs_a_window_draft_and_a_trained_model(make_bundle):
     layer = make_bundle(seed=0, head_type="drift", drift={"width": 16, "depth": 1})
     with pytest.raises(ValueError, match="draft_type='window'"):
         WindowDraftObjective(layer, WindowDraftMethodConfig(), seed=0)
+
+
+def test_early_stop_shortens_what_is_verified_and_counts_every_draft_pass(bundle, noise):
+    rounds = []
+    out = speculative_generate(bundle, LABELS, draft_len=3, tau0=0.5, kappa=0.5, noise=noise, early_stop_gamma=10.0,
+                               entropy_ema_init=1.0, on_round=rounds.append)  # every draft looks over-confident
+    c = out.counts
+    assert c.extra["early_stops"] > 0 and all(r.drafted <= 1 for r in rounds)  # stopped after the first draft
+    ran = sum(min(3, L - 1 - r.start) for r in rounds if r.start)            # the window draft proposed k each round
+    assert c.draft_passes == ran > c.extra["drafted"]

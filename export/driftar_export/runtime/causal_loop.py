@@ -78,6 +78,7 @@ def speculative_causal(graphs: GraphSet, target: CausalModel, draft: CausalModel
             if k:
                 t0 = time.perf_counter()
                 z_d, e_d = draft.propose(dstate, noise[:, n:n + k, 0])         # [R, k, H], [R, k]
+                ran = k
                 if early_stop_gamma is not None and ema is not None and k > 1:
                     low = (e_d[:B].astype(np.float32).mean(0) < early_stop_gamma * ema).tolist()
                     if True in low[:k - 1]:
@@ -89,7 +90,7 @@ def speculative_causal(graphs: GraphSet, target: CausalModel, draft: CausalModel
                 drafts.append(x_hat)
                 stats["draft_s"] += t1 - t0
                 stats["head_s"] += time.perf_counter() - t1
-                counts.draft_passes += k
+                counts.draft_passes += ran                                     # every pass that ran
                 counts.head_nfe += 1
                 stats["draft_head_nfe"] += 1
         for m in range(0 if feature_level else k):
