@@ -222,12 +222,11 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for row in report["results"]:
         ax.errorbar(row["latency_ms_b1"], row["fd"] if row["fd"] is not None else 0, yerr=row.get("fd_std"),
-                    fmt="o", ms=6, capsize=3)                         # FD spread over sampling seeds
-        ax.annotate(row["model"], (row["latency_ms_b1"], row["fd"] or 0), textcoords="offset points", xytext=(5, 5), fontsize=8)
+                    fmt="o", ms=6, capsize=3, label=row["model"])     # FD spread over sampling seeds
     floors = [r["fd_floor"] for r in report["results"] if r["fd_floor"] is not None]
     if floors:
         ax.axhline(statistics.mean(floors), ls="--", c="gray", lw=1, label="real-vs-real floor")
-        ax.legend(fontsize=8)
+    ax.legend(fontsize=8)                                             # names in the legend: labels next to close points overlap
     ax.set_xscale("log")
     ax.set_xlabel("latency per image, batch 1 (ms, log)")
     ax.set_ylabel("FD (evaluator features, lower is better)")
