@@ -39,6 +39,11 @@ def cfg_at(cfg: float, progress: float, schedule: CfgSchedule) -> float:
     return 1.0 + (cfg - 1.0) * progress
 
 
+def cfg_per_token(cfg: float, schedule: CfgSchedule, length: int) -> list[float]:
+    """Guidance scale of each of ``length`` tokens decoded one per AR step in order (token p at progress (p + 1) / L)."""
+    return [cfg_at(cfg, (p + 1) / length, schedule) for p in range(length)]
+
+
 def draw_noise(head: Any, batch: int, length: int, generator: torch.Generator | None, device: Any) -> Tensor:
     """All noise one image consumes, per position: [B, L, k, c] with (k, c) = head.noise_shape."""
     k, c = head.noise_shape

@@ -57,7 +57,7 @@ from torch import Tensor
 
 from driftar_core.interfaces import PassCounts, StepOutput
 from driftar_core.method.prior import MISSING_ENTROPY, entropy_sigma
-from driftar_core.sampling import CfgSchedule, SampleOutput, cfg_at, draw_noise
+from driftar_core.sampling import CfgSchedule, SampleOutput, cfg_per_token, draw_noise
 
 
 @dataclass
@@ -148,7 +148,7 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
     dstate = draft.new_state(cond, num_iter=L, cfg=use_cfg, generator=generator)
     if noise is None:
         noise = draw_noise(head, B, L, generator, bundle.device)
-    cfgs = [cfg_at(cfg, (p + 1) / L, cfg_schedule) for p in range(L)]      # one token per step, raster order
+    cfgs = cfg_per_token(cfg, cfg_schedule, L)                             # one token per step, raster order
 
     stats = {"rounds": 0, "drafted": 0, "accepted": 0, "accepted_per_sample": 0.0, "early_stops": 0,
              "draft_head_nfe": 0, "backbone_s": 0.0, "draft_s": 0.0, "head_s": 0.0}

@@ -96,6 +96,15 @@ class WindowDraft(nn.Module):
         ec, eu = (e[:B], e[B:]) if cfg else (e, e)                             # [B, m] each
         return torch.cat([zc, zu, ec[..., None].to(z.dtype), eu[..., None].to(z.dtype), noise.to(z.dtype)], -1)
 
+    def condition(self, pred: Tensor, cfg: bool) -> StepOutput:
+        """Predictions [..., 2D + 2] (``forward``'s rows) -> the head's input: z [B', ..., D], E [B', ...]
+        with B' = [cond; uncond] rows when ``cfg``, else the cond rows."""
+        D = self.z_dim
+        zc, zu, ec, eu = pred[..., :D], pred[..., D:2 * D], pred[..., 2 * D], pred[..., 2 * D + 1]
+        if cfg:
+            return StepOutput(z=torch.cat([zc, zu]), entropy=torch.cat([ec, eu]))
+        return StepOutput(z=zc, entropy=ec)
+
     # ---- generation ------------------------------------------------------------------------------
 
     def new_state(self, cond: Any, num_iter: int | None = None, cfg: bool = False,
@@ -136,9 +145,4 @@ class WindowDraft(nn.Module):
             if m + 1 < k:
                 row = torch.cat([pred, noise[:, m].to(pred.dtype)], -1)        # [B, R]
                 window = torch.cat([window[:, 1:], row[:, None]], 1)           # slide by one
-        pred = torch.stack(preds, 1)                                           # [B, k, 2D + 2]
-        D = self.z_dim
-        zc, zu, ec, eu = pred[..., :D], pred[..., D:2 * D], pred[..., 2 * D], pred[..., 2 * D + 1]
-        if state.cfg:
-            return StepOutput(z=torch.cat([zc, zu]), entropy=torch.cat([ec, eu]))  # [2B, k, D], [2B, k]
-        return StepOutput(z=zc, entropy=ec)
+        return self.condition(torch.stack(preds, 1), state.cfg)                # z [B', k, D], E [B', k]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from driftar_core.config import Strict, validate
-from driftar_core.sampling import cfg_at, draw_noise, generate
+from driftar_core.sampling import cfg_per_token, draw_noise, generate
 from driftar_core.train.objective import OBJECTIVES, Metrics, TrainObjective
 
 
@@ -86,9 +86,9 @@ def unrolled_loss(draft: nn.Module, head: nn.Module, rows: Tensor, tokens: Tenso
         reg = F.smooth_l1_loss(pred[:, :2 * D], true[:, :2 * D], reduction="none",
                                beta=config.smooth_l1_beta).mean(-1)             # [N]
         ent = (pred[:, 2 * D:] - true[:, 2 * D:2 * D + 2]).abs().sum(-1)         # [N]
-        z = torch.cat([pred[:, :D], pred[:, D:2 * D]])                          # [2N, D] [cond; uncond]
-        e = torch.cat([pred[:, 2 * D], pred[:, 2 * D + 1]])                     # [2N]
-        x = head.sample(z, eps[:, None], cfg=cfg_table[nxt][:, None], temperature=temperature, entropy=e)  # [N, c]
+        cond = draft.condition(pred, cfg=True)                                  # z [2N, D], E [2N] [cond; uncond]
+        x = head.sample(cond.z, eps[:, None], cfg=cfg_table[nxt][:, None], temperature=temperature,
+                        entropy=cond.entropy)                                   # [N, c]
         tok = (x - tokens[ar, nxt]).pow(2).mean(-1)                             # [N]
         per = config.reg_weight * reg + config.entropy_weight * ent + config.token_weight * tok
         losses.append((per * valid).sum() / valid.sum().clamp(min=1))
@@ -124,11 +124,15 @@ class WindowDraftObjective(TrainObjective):
         self._buffer: dict[str, Tensor] | None = None
 
     def buffer(self) -> dict[str, Tensor]:
+        """The rollouts (built on first use, not at construction) and the guidance scale per position."""
         if self._buffer is None:
-            dcfg = self.bundle.draft.config
+            bundle, dcfg, sampling = self.bundle, self.bundle.draft.config, self.bundle.config.sampling
             g = torch.Generator().manual_seed(self.seed)
-            self._buffer = sample_rollouts(self.bundle, dcfg.rollouts, dcfg.rollout_batch, g,
+            self._buffer = sample_rollouts(bundle, dcfg.rollouts, dcfg.rollout_batch, g,
                                            say=lambda m: print(m, flush=True))
+            L = bundle.tokenizer.token_shape[0]
+            self._buffer["cfg_table"] = torch.tensor(cfg_per_token(sampling.cfg, sampling.cfg_schedule, L),
+                                                     device=bundle.device)   # [L]
         return self._buffer
 
     def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Metrics]:
@@ -137,11 +141,9 @@ class WindowDraftObjective(TrainObjective):
         spec = bundle.config.speculative
         idx = torch.randint(buf["tokens"].shape[0], (self.config.batch,), device=buf["tokens"].device)
         start = torch.randint(0, L - 1, (self.config.batch,), device=idx.device)      # positions 0 .. L-2
-        cfg_table = torch.tensor([cfg_at(sampling.cfg, (p + 1) / L, sampling.cfg_schedule) for p in range(L)],
-                                 device=idx.device)
         sigma = bundle.head.prior.sigma
         return unrolled_loss(bundle.draft, bundle.head, buf["rows"][idx], buf["tokens"][idx], start,
-                             unroll=bundle.draft.config.unroll, cfg_table=cfg_table,
+                             unroll=bundle.draft.config.unroll, cfg_table=buf["cfg_table"],
                              temperature=sampling.temperature,
                              tolerance=lambda e: spec.tau0 + spec.kappa * sigma(e), config=bundle.draft.config)
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from driftar_export.manifest import FORMAT, read_manifest, summary, versions, write_manifest
+from driftar_export.manifest import DRAFT_ROLES, FORMAT, read_manifest, summary, versions, write_manifest
 from driftar_export.options import ExportError, OnnxOptions
 
 SPECULATIVE_KEYS = ("draft_len", "tau0", "kappa", "early_stop_gamma", "entropy_ema_init", "entropy_ema_decay")
@@ -272,7 +272,7 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
         resolved = {**options.model_dump(), **sections.pop("options_resolved", {})}
         worst = {r: max(max(p["max_abs_diff"].values()) for p in g["parity"]) for r, g in graphs.items()}
         samplers = {kind: settings if kind == settings["kind"] else sampler_settings(bundle, kind)
-                    for kind in (("plain", "speculative") if {"draft_step", "draft_window"} & set(graphs) else ("plain",))}
+                    for kind in (("plain", "speculative") if DRAFT_ROLES & set(graphs) else ("plain",))}
         manifest = {"format": FORMAT, "model": model, "sampler": settings, "samplers": samplers, **sections, "graphs": graphs,
                     "opset": options.opset, "precision": options.precision, "options": resolved, "versions": versions(),
                     "parity": {"atol": options.parity_atol, "max_abs_diff": worst, "passed": True}}

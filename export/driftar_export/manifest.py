@@ -28,6 +28,7 @@ from typing import Any
 
 FORMAT = "driftar-export/1"
 MANIFEST = "manifest.json"
+DRAFT_ROLES = frozenset({"draft_step", "draft_window"})   # a bundle with either can run the speculative loop
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy", "driftar", "driftar-export",
             "tensorrt")
 

@@ -91,17 +91,24 @@ def test_causal_plain_loop_equals_generate(tiny_causal, causal_runner):
     assert out.counts.backbone_passes == ref.counts.backbone_passes == 16
 
 
+# the layer draft (draft_step graph, KV cache on the host) and the window draft (draft_window graph,
+# one draft step per call, one decoder call per round): same loop, same noise, same counts
+DRAFTS = {"layer": ("tiny_causal", "causal_runner"), "window": ("tiny_window", "window_runner")}
+
+
+@pytest.mark.parametrize("draft", sorted(DRAFTS))
 @pytest.mark.parametrize("kw", [
     dict(),                                                        # the bundle's default (kappa 0.5)
     dict(tau0=0.6, kappa=0.5, cfg=1.0),                            # partial acceptance, no CFG
     dict(draft_len=2, tau0=0.3, kappa=1.0, early_stop_gamma=0.9),  # early stop + entropy EMA
 ])
-def test_speculative_loop_equals_speculative_generate(tiny_causal, causal_runner, kw):
+def test_speculative_loop_equals_speculative_generate(request, draft, kw):
+    model, runner = (request.getfixturevalue(name) for name in DRAFTS[draft])
     labels = torch.tensor([3, 8])
-    noise = draw_noise(tiny_causal.head, 2, 16, torch.Generator().manual_seed(3), "cpu")
-    settings = {**{k: v for k, v in causal_runner.settings.items() if k not in ("kind", "speculate_up_to")}, **kw}
-    ref = speculative_generate(tiny_causal, labels, noise=noise, **settings)
-    out = causal_runner.generate(labels.numpy(), noise=noise.numpy(), sampler="speculative", **kw)
+    noise = draw_noise(model.head, 2, 16, torch.Generator().manual_seed(3), "cpu")
+    settings = {**{k: v for k, v in runner.settings.items() if k not in ("kind", "speculate_up_to")}, **kw}
+    ref = speculative_generate(model, labels, noise=noise, **settings)
+    out = runner.generate(labels.numpy(), noise=noise.numpy(), sampler="speculative", **kw)
     np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
     for key in ("rounds", "accepted", "drafted", "early_stops"):
         assert out.counts.extra[key] == ref.counts.extra[key], key
@@ -122,28 +129,13 @@ def test_default_loop_follows_the_eager_default_sampler(tiny_causal, causal_runn
     assert one.counts.draft_passes > 0
 
 
-@pytest.mark.parametrize("kw", [
-    dict(),                                                        # the bundle's default (kappa 0.5)
-    dict(tau0=0.6, kappa=0.5, cfg=1.0),                            # partial acceptance, no CFG
-    dict(draft_len=2, tau0=0.3, kappa=1.0, early_stop_gamma=0.9),  # early stop + entropy EMA
-])
-def test_window_draft_loop_equals_speculative_generate(tiny_window, window_runner, kw):
-    """The feature-level window draft: one draft_window graph per draft step, one decoder call per round."""
+def test_window_draft_manifest(window_runner):
+    """The feature-level window draft: one draft_window graph, no draft KV cache graphs."""
     from driftar_export.manifest import read_manifest
     m = read_manifest(window_runner.directory)
     assert set(m["graphs"]) == {"target_prefill", "target_step", "target_verify", "draft_window", "decoder",
                                 "detokenize"}
     assert m["causal"]["draft"]["kind"] == "window" and m["parity"]["sampler"]["counts_equal"]
-    labels = torch.tensor([3, 8])
-    noise = draw_noise(tiny_window.head, 2, 16, torch.Generator().manual_seed(3), "cpu")
-    settings = {**{k: v for k, v in window_runner.settings.items() if k not in ("kind", "speculate_up_to")}, **kw}
-    ref = speculative_generate(tiny_window, labels, noise=noise, **settings)
-    out = window_runner.generate(labels.numpy(), noise=noise.numpy(), sampler="speculative", **kw)
-    np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
-    for key in ("rounds", "accepted", "drafted", "early_stops"):
-        assert out.counts.extra[key] == ref.counts.extra[key], key
-    assert (out.counts.backbone_passes, out.counts.draft_passes, out.counts.head_nfe) == \
-        (ref.counts.backbone_passes, ref.counts.draft_passes, ref.counts.head_nfe)
 
 
 def test_speculative_cases_cover_acceptance(tiny_causal, causal_runner):

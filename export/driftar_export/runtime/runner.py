@@ -18,15 +18,12 @@ from typing import Any
 import numpy as np
 
 from driftar_core.interfaces import PassCounts
-from driftar_export.manifest import read_manifest
+from driftar_export.manifest import DRAFT_ROLES, read_manifest
 from driftar_export.runtime.graphs import GraphSet
 
 OVERRIDABLE = {"plain": {"num_iter", "cfg", "cfg_schedule", "temperature"},
                "speculative": {"cfg", "cfg_schedule", "temperature", "draft_len", "tau0", "kappa", "early_stop_gamma",
                                "entropy_ema_init", "entropy_ema_decay"}}
-
-
-DRAFT_ROLES = {"draft_step", "draft_window"}   # a layer draft, or the feature-level window draft
 
 
 @dataclass
