@@ -2,25 +2,31 @@
 
 On disk (timm ``save_for_hf`` / HF ModelHubMixin layout, safetensors only):
 
-    config.json        {"arch", "backbone", "config": <validated backbone config>, "format": 1}
+    config.json        {"format": 1, "arch", "backbone", "config": <validated backbone config>,
+                        "files": {"model.safetensors": {"size", "sha256"}}, "step": N (trainer only)}
     model.safetensors  the state dict (EMA weights when saved by the trainer)
     README.md          a short card
 
-Config and weights always travel together: loading validates the config with the backbone's own
-pydantic model, rebuilds the network and loads the weights strictly.
+Config and weights always travel together: loading verifies the weights' bytes against a recorded
+hash (:func:`verify_model_dir`: a checkpoint's ``state.json``, a zoo ``card.json`` or ``config.json``'s
+``files``), validates the config with the backbone's own pydantic model, rebuilds the network, loads
+the weights strictly and refuses non-finite values (``docs/reliability.md``).
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from driftar_core.files import (  # noqa: F401  (atomic writers re-exported)
+    IntegrityError, atomic_write_bytes, atomic_write_text, file_record, sha256_file, verify_records)
+
 FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
 
 
 class CheckpointError(RuntimeError):
@@ -53,13 +59,19 @@ class ModelBundle(nn.Module):
                 "config": self.config.model_dump(mode="json")}
 
     def save(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None,
-             card: str | None = None) -> Path:
-        """Write the bundle directory atomically (files land complete or not at all)."""
+             card: str | None = None, step: int | None = None) -> Path:
+        """Write the bundle directory: each file atomically, the weights first and config.json (which
+        records their hash) last, so an interrupted save is caught by the hash check on load.
+        ``step``: the training step of these weights (recorded; ``driftar sample`` reports it)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         sd = state_dict if state_dict is not None else self.state_dict()
-        save_safetensors(sd, directory / "model.safetensors")
-        atomic_write_text(directory / "config.json", json.dumps(self.config_dict(), indent=2))
+        check_finite(sd, f"the weights to save in {directory}")
+        save_safetensors(sd, directory / WEIGHTS)
+        record = {**self.config_dict(), "files": {WEIGHTS: file_record(directory / WEIGHTS)}}
+        if step is not None:
+            record["step"] = int(step)
+        atomic_write_text(directory / CONFIG, json.dumps(record, indent=2))
         atomic_write_text(directory / "README.md", card or default_card(self))
         return directory
 
@@ -73,27 +85,6 @@ def default_card(bundle: ModelBundle) -> str:
 # -------------------------------------------------------------------------------------------------
 # Atomic file helpers
 # -------------------------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -134,10 +125,21 @@ def load_state_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str)
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / "config.json"
+    """``config.json`` of a model directory, checked for the keys a bundle needs."""
+    path = Path(directory) / CONFIG
     if not path.is_file():
-        raise CheckpointError(f"{directory} is not a model directory: config.json is missing")
-    return json.loads(path.read_text())
+        raise CheckpointError(f"{directory} is not a model directory: {CONFIG} is missing")
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); restore it or re-save the model") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(cfg).__name__}")
+    missing = [k for k in ("backbone", "config") if k not in cfg]
+    if missing or not isinstance(cfg.get("config"), dict) or not isinstance(cfg.get("backbone"), str):
+        raise CheckpointError(f"{path} is not a driftar model config: it needs 'backbone' (a plugin name) and "
+                              f"'config' (an object){f'; missing {missing}' if missing else ''}")
+    return cfg
 
 
 def build_from_config(cfg: dict[str, Any], **overrides: Any) -> ModelBundle:
@@ -151,9 +153,58 @@ def build_from_config(cfg: dict[str, Any], **overrides: Any) -> ModelBundle:
     return bundle
 
 
-def load_bundle(directory: str | Path, weights: str = "model.safetensors", **overrides: Any) -> ModelBundle:
-    """Load a bundle directory (config + weights). Sampling-only overrides (e.g. num_iter) are allowed."""
+class NonFiniteError(ValueError):
+    """NaN or inf in weights or in generated samples: an error, never pixels."""
+
+
+def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Raise :class:`NonFiniteError` naming the first tensors of ``tensors`` that hold NaN or inf."""
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise NonFiniteError(f"{what} hold NaN or inf values in {len(bad)} tensors ({', '.join(bad[:3])}); "
+                             "the model is broken (diverged training or a damaged file): use an earlier checkpoint")
+
+
+def verify_model_dir(directory: str | Path, weights: str = WEIGHTS) -> str:
+    """Check the weights of a model directory against the hash recorded for them; returns what vouched.
+
+    The records, first found wins: ``state.json`` (a training checkpoint: every file), ``card.json``
+    (a zoo entry), ``config.json``'s ``files`` (any bundle driftar saved). A directory with none of them
+    (saved by an older driftar) loads with a note that nothing could be verified.
+    """
     directory = Path(directory)
-    bundle = build_from_config(read_config(directory), **overrides)
-    load_state_strict(bundle, load_safetensors(directory / weights), f"{directory / weights}")
+    if (directory / "state.json").is_file():
+        from driftar_core.train.checkpoint import verify_checkpoint_files
+        verify_checkpoint_files(directory)
+        return "state.json"
+    if (directory / "card.json").is_file():
+        from driftar_core.zoo import load_card, verify_weights
+        try:
+            card = load_card(directory)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+        if card.weights_path.resolve() == (directory / weights).resolve():
+            verify_weights(card, read=False)
+            return "card.json"
+    files = read_config(directory).get("files")
+    if isinstance(files, dict) and weights in files:
+        try:
+            verify_records(directory, {weights: files[weights]}, f"{directory / CONFIG}")
+        except IntegrityError as e:
+            raise CheckpointError(str(e)) from None
+        return CONFIG
+    return ""
+
+
+def load_bundle(directory: str | Path, weights: str = WEIGHTS, *, say: Any = None, **overrides: Any) -> ModelBundle:
+    """Load a bundle directory (config + weights), verified (:func:`verify_model_dir`) and finite.
+    Sampling-only overrides (e.g. num_iter) are allowed. ``say``: where a note goes (no hash to check)."""
+    directory = Path(directory)
+    cfg = read_config(directory)
+    if not verify_model_dir(directory, weights) and say is not None:
+        say(f"note: {directory} records no hash of {weights} (saved by an older driftar); it was not verified")
+    bundle = build_from_config(cfg, **overrides)
+    sd = load_safetensors(directory / weights)
+    check_finite(sd, f"the weights in {directory / weights}")
+    load_state_strict(bundle, sd, f"{directory / weights}")
     return bundle.eval()

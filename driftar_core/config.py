@@ -11,7 +11,7 @@ import copy
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: NaN / inf in any float field is a validation error, never a silent black image
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -37,10 +38,10 @@ class Strict(BaseModel):
 class SamplingConfig(Strict):
     """Sampling defaults of a model; lives inside each backbone's model config (saved with it)."""
 
-    num_iter: int = 16                          # AR steps (MAR: K; 64 tokens in the tiny config)
-    cfg: float = 1.0                            # classifier-free guidance scale (1 = off)
+    num_iter: int = Field(16, ge=1)             # AR steps (MAR: K; 64 tokens in the tiny config)
+    cfg: float = Field(1.0, ge=0)               # classifier-free guidance scale (1 = off, 0 = unconditional)
     cfg_schedule: Literal["linear", "constant"] = "linear"  # MAR's linear ramp by tokens known
-    temperature: float = 1.0                    # MAR: multiplies the per-step noise of the head
+    temperature: float = Field(1.0, gt=0)       # MAR: multiplies the per-step noise of the head
 
 
 def with_sampling_defaults(value: object, defaults: SamplingConfig) -> object:
@@ -60,33 +61,34 @@ class ModelSection(Strict):
 class DataSection(Strict):
     dataset: str = "digits"                     # registry name (``driftar plugins`` lists them)
     root: str | None = None                     # ImageFolder root for user data
-    image_size: int = 16                        # digits are 8x8, upsampled bilinearly (DESIGN.md)
-    batch_size: int = 64                        # per process
-    num_workers: int = 0                        # the digits fit in memory; workers only cost start-up
+    image_size: int = Field(16, ge=1)           # digits are 8x8, upsampled bilinearly (DESIGN.md)
+    batch_size: int = Field(64, ge=1)           # per process
+    num_workers: int = Field(0, ge=0)           # the digits fit in memory; workers only cost start-up
 
 
 class OptimSection(Strict):
-    lr: float = 1e-3                            # tiny models on CPU; MAR's blr 1e-4 x bs/256 is for ImageNet
-    betas: tuple[float, float] = (0.9, 0.95)    # MAR / Drift-AR AdamW betas
-    weight_decay: float = 0.02                  # MAR; not applied to 1-D params or the head (MAR)
-    warmup_steps: int = 100                     # linear warmup, then constant (MAR's default schedule)
-    grad_clip: float = 3.0                      # MAR's clip
-    ema_decay: float = 0.999                    # MAR uses 0.9999 over ~10^6 steps; short runs need less
+    lr: float = Field(1e-3, gt=0)               # tiny models on CPU; MAR's blr 1e-4 x bs/256 is for ImageNet
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)  # AdamW (MAR)
+    weight_decay: float = Field(0.02, ge=0)     # MAR; not applied to 1-D params or the head (MAR)
+    warmup_steps: int = Field(100, ge=0)        # linear warmup, then constant (MAR's default schedule)
+    grad_clip: float = Field(3.0, ge=0)         # MAR's clip; 0 = no clipping
+    ema_decay: float = Field(0.999, ge=0, le=1) # MAR uses 0.9999 over ~10^6 steps; short runs need less
     ema_warmup: bool = False                    # decay min(ema_decay, (1+t)/(10+t)) (timm-style warmup)
 
 
 class TrainSection(Strict):
-    steps: int = 3000
-    seed: int = 0
+    steps: int = Field(3000, ge=1)              # total optimizer updates (a resumed run continues up to it)
+    seed: int = Field(0, ge=0, lt=2**63)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    log_every: int = 50                         # plain log line / metrics.csv row interval
-    sample_every: int = 1000                    # sample grid interval (and at the end)
-    ckpt_every: int = 1000                      # checkpoint interval (and at the end)
+    log_every: int = Field(50, ge=1)            # plain log line / metrics.csv row interval
+    sample_every: int = Field(1000, ge=0)       # sample grid interval (and at the end); 0 = only at the end
+    ckpt_every: int = Field(1000, ge=0)         # checkpoint interval (and at the end); 0 = only at the end
+    keep_checkpoints: int = Field(3, ge=0)      # newest step directories kept (the final one always); 0 = all
     runs_dir: str = "runs"
-    name: str = "run"
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # run directory suffix (a file name)
     grid_classes: list[int] = Field(default_factory=lambda: list(range(10)))  # one grid row per class
-    grid_per_class: int = 8
-    threads: int | None = None                  # torch.set_num_threads; None keeps torch's default
+    grid_per_class: int = Field(8, ge=0)
+    threads: int | None = Field(None, ge=1)     # torch.set_num_threads; None keeps torch's default
 
 
 class RunConfig(Strict):
@@ -123,7 +125,10 @@ def _describe(err: dict[str, Any], where: str) -> str:
         return f"unknown key {key!r}"
     ctx = err.get("ctx") or {}
     allowed = f" (allowed: {ctx['expected']})" if "expected" in ctx else ""
-    return f"bad value for {key!r}: {err['msg']}{allowed}; got {err.get('input')!r}"
+    if not loc:                                   # a check across fields (model_validator): its message says it
+        return f"invalid {where or 'configuration'}: {err['msg'].removeprefix('Value error, ')}"
+    got = repr(err.get("input"))
+    return f"bad value for {key!r}: {err['msg']}{allowed}; got {got if len(got) <= 80 else got[:77] + '...'}"
 
 
 def validate(model_cls: type[BaseModel], data: dict[str, Any], where: str = "") -> Any:
@@ -156,8 +161,12 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         key, value = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: the key must be dotted names, e.g. optim.lr=3e-4")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r} conflicts with an earlier --set of {p!r} to a value")
         node[parts[-1]] = parse_value(value.strip())
     return out
 
@@ -168,8 +177,28 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     try:
         return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A ``--config`` file: TOML (``.toml``) or JSON (``.json``), a table at the top level."""
+    path = Path(path)
+    if path.suffix not in (".toml", ".json"):
+        raise ConfigError(f"--config {path}: unsupported format {path.suffix or '(no suffix)'!r}; "
+                          "use a .toml or .json file")
+    if path.suffix == ".toml":
+        data = load_toml(path)
+    else:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a table of settings at the top level, got {type(data).__name__}")
+    return data
 
 
 def build_run_config(recipe_path: Path | None = None, config_file: str | None = None,
@@ -178,8 +207,7 @@ def build_run_config(recipe_path: Path | None = None, config_file: str | None = 
     if recipe_path is not None:
         data = deep_update(data, load_toml(recipe_path))
     if config_file is not None:
-        data = deep_update(data, load_toml(config_file) if str(config_file).endswith(".toml")
-                           else json.loads(Path(config_file).read_text()))
+        data = deep_update(data, load_config_file(config_file))
     data = deep_update(data, {k: v for k, v in top.items() if v is not None})
     data = deep_update(data, parse_overrides(overrides))
     return validate(RunConfig, data)

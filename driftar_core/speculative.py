@@ -301,5 +301,13 @@ def select_sampler(bundle: Any, speculative: bool | None = None, *, draft_len: i
     if getattr(bundle, "draft", None) is None:
         raise ValueError("speculative decoding needs a model with a draft (e.g. nextstep1_tiny_drift.digits); "
                          "this one has none: sample without --speculative")
+    missing = [m for m in ("verify", "rollback") if not callable(getattr(bundle.backbone, m, None))]
+    draft_api = ("propose", "observe") if getattr(bundle.draft, "feature_level", False) else ("new_state", "step", "commit")
+    missing += [f"draft.{m}" for m in draft_api if not callable(getattr(bundle.draft, m, None))]
+    if missing:
+        raise ValueError(f"{bundle.arch or bundle.backbone_name} cannot decode speculatively: its "
+                         f"{bundle.backbone_name} backbone or draft lacks {', '.join(missing)} (speculative decoding "
+                         "needs a causal backbone that verifies drafts in one pass, e.g. nextstep1_tiny_drift.digits); "
+                         "sample without --speculative")
     spec = getattr(bundle.config, "speculative", None) or SpeculativeConfig()
     return functools.partial(speculative_generate, **{**speculative_settings(spec), **overrides})  # any batch size

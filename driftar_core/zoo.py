@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from driftar_core.files import sha256_file
+
 if TYPE_CHECKING:  # pragma: no cover
     from driftar_core.bundle import ModelBundle
     from driftar_core.eval.evaluator import DigitsClassifier
@@ -128,23 +130,16 @@ def make_card(directory: str | Path, name: str, *, num_params: int, metrics: dic
     return card
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def verify_weights(card: ModelCard) -> bytes:
-    """The weights file's bytes, after checking them against the card's sha256 (CheckpointError if not)."""
+def verify_weights(card: ModelCard, read: bool = True) -> bytes:
+    """The weights file's bytes, after checking them against the card's sha256 (CheckpointError if not);
+    ``read=False`` checks the file and returns nothing (``b""``)."""
     from driftar_core.bundle import CheckpointError
     path = card.weights_path
     if not path.is_file():
         raise CheckpointError(f"weights of {card.name!r} not found: {path} (named by {card.card_path}). "
                               f"Reinstall the distribution that ships it, or re-create it with: {card.command}")
-    data = path.read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
+    data = path.read_bytes() if read else b""
+    actual = hashlib.sha256(data).hexdigest() if read else sha256_file(path)
     if actual != card.sha256:
         raise CheckpointError(
             f"weights file {path} is corrupt: sha256 mismatch (file {actual[:16]}..., model card "
@@ -184,11 +179,13 @@ def load_pretrained(card: ModelCard, **overrides: Any) -> "ModelBundle | DigitsC
     """
     if card.kind == "evaluator":
         return load_evaluator(card, **overrides)
-    from driftar_core.bundle import build_from_config, load_state_strict
+    from driftar_core.bundle import build_from_config, check_finite, load_state_strict, read_config
 
     data = verify_weights(card)
-    bundle = build_from_config(_read_json(card.weights_path.parent / "config.json"), **overrides)
-    load_state_strict(bundle, _load_state(data, card), str(card.weights_path))
+    bundle = build_from_config(read_config(card.weights_path.parent), **overrides)
+    sd = _load_state(data, card)
+    check_finite(sd, f"the weights of {card.name}")
+    load_state_strict(bundle, sd, str(card.weights_path))
     return bundle.eval()
 
 

@@ -65,8 +65,8 @@ def build_cli() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from driftar_core.config import ConfigError
-    from driftar_core.registry import DuplicateNameError, UnknownNameError
+    """Run the CLI. Expected failures (bad input, damaged files, a busy run, an unwritable path) end as
+    one ``Error: ...`` line and exit code 2; only a bug in driftar or a plugin shows a traceback."""
     cli = build_cli()
     try:
         cli.main(args=argv, prog_name="driftar", standalone_mode=False)
@@ -78,12 +78,18 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("Aborted!", err=True)
         sys.exit(1)
-    except (ConfigError, UnknownNameError, DuplicateNameError, FileNotFoundError) as e:
+    except Exception as e:
+        if not isinstance(e, expected_errors()):
+            raise
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)
-    except Exception as e:  # clear one-line errors for known failure types raised deeper
-        from driftar_core.bundle import CheckpointError
-        if isinstance(e, CheckpointError):
-            click.echo(f"Error: {e}", err=True)
-            sys.exit(2)
-        raise
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input or machine, not driftar's bug: their message says what to do."""
+    from driftar_core.bundle import CheckpointError, NonFiniteError
+    from driftar_core.config import ConfigError
+    from driftar_core.files import IntegrityError, LockedError
+    from driftar_core.registry import DuplicateNameError, UnknownNameError
+    return (ConfigError, UnknownNameError, DuplicateNameError, CheckpointError, NonFiniteError, IntegrityError,
+            LockedError, OSError)   # OSError: missing / unwritable / not-a-directory paths, a full disk

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from driftar_core.cli.options import COUNT, FiniteFloat
+
 
 @click.command("bench")
 @click.option("--models", "-m", "models", multiple=True, required=True,
@@ -10,14 +12,14 @@ import click
                    "Append @plain (or @speculative) to choose how a model with a draft decodes. "
                    "The first is the reference of every ratio.")
 @click.argument("more_models", nargs=-1)
-@click.option("--repeats", default=5, show_default=True, help="Timed repeats per model and batch size.")
-@click.option("--warmup", default=1, show_default=True, help="Untimed repeats per model and batch size.")
-@click.option("--burn-in", "burn_in", type=float, default=3.0, show_default=True,
+@click.option("--repeats", type=COUNT, default=5, show_default=True, help="Timed repeats per model and batch size.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed repeats per model and batch size.")
+@click.option("--burn-in", "burn_in", type=FiniteFloat(min=0.0), default=3.0, show_default=True,
               help="Seconds of untimed sampling before the first timed repeat (the CPU up to speed).")
-@click.option("--eval-samples", type=int, default=None, help="Samples per seed for FD (default: the test-set size).")
-@click.option("--eval-seeds", default=3, show_default=True, help="Seeds for the quality spread.")
+@click.option("--eval-samples", type=COUNT, default=None, help="Samples per seed for FD (default: the test-set size).")
+@click.option("--eval-seeds", type=COUNT, default=3, show_default=True, help="Seeds for the quality spread.")
 @click.option("--no-quality", is_flag=True, help="Skip FD/precision/recall (latency and passes only).")
-@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=COUNT, default=None, help="torch threads (default: torch's choice).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None)
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None)
@@ -28,11 +30,13 @@ def bench(models: tuple[str, ...], more_models: tuple[str, ...], repeats: int, w
     import torch
 
     from driftar_core.bench import run_bench, to_markdown, write_outputs
+    from driftar_core.files import check_writable_file
+    for option, path in (("--json", json_out), ("--markdown", md_out), ("--plot", plot_out)):
+        if path:
+            check_writable_file(path, option)            # before the benchmark, not after it
     if threads:
         torch.set_num_threads(threads)
     names = list(models) + list(more_models)
-    if burn_in < 0:
-        raise click.BadParameter(f"must be >= 0 seconds, got {burn_in}", param_hint="--burn-in")
     report = run_bench(names, repeats=repeats, warmup=warmup, burn_in_s=burn_in, eval_samples=eval_samples,
                        eval_seeds=tuple(range(eval_seeds)), quality=not no_quality)
     write_outputs(report, json_out, md_out, plot_out)

@@ -5,13 +5,13 @@ import json
 
 import click
 
-from driftar_core.cli.options import sampling_options
+from driftar_core.cli.options import COUNT, sampling_options
 
 
 @click.command("eval")
 @click.option("--model", "-m", "model", required=True, help="Run dir, model dir, or name (mar_tiny.digits).")
-@click.option("--num-samples", type=int, default=None, help="Images per seed (default: the test-split size, 359).")
-@click.option("--seeds", default=3, show_default=True, help="Number of sampling seeds (spread over seeds).")
+@click.option("--num-samples", type=COUNT, default=None, help="Images per seed (default: the test-split size, 359).")
+@click.option("--seeds", type=COUNT, default=3, show_default=True, help="Number of sampling seeds (spread over seeds).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the full report.")
 @sampling_options
 def eval_cmd(model: str, num_samples: int | None, seeds: int, json_out: str | None, num_iter: int | None,
@@ -19,9 +19,12 @@ def eval_cmd(model: str, num_samples: int | None, seeds: int, json_out: str | No
     """FD (with its real-vs-real floor), precision/recall, class accuracy and passes per image."""
     from driftar_core.bench import default_sampler
     from driftar_core.eval.evaluate import evaluate
-    from driftar_core.resolve import load_model
-    bundle = load_model(model)
-    kwargs = {k: v for k, v in dict(num_iter=num_iter, cfg=cfg, temperature=temperature).items() if v is not None}
+    from driftar_core.files import check_writable_file
+    from driftar_core.resolve import load_model, sampling_overrides
+    if json_out:
+        check_writable_file(json_out, "--json")          # before the sampling, not after it
+    bundle = load_model(model, say=lambda m: click.echo(m, err=True))
+    kwargs = sampling_overrides(bundle, num_iter=num_iter, cfg=cfg, temperature=temperature)
     report = evaluate(bundle, num_samples=num_samples, seeds=tuple(range(seed, seed + seeds)),
                       sample_kwargs=kwargs, sampler=default_sampler(bundle))
     report["model"] = model

@@ -5,16 +5,16 @@ from pathlib import Path
 
 import click
 
-from driftar_core.cli.options import sampling_options, speculative_options
+from driftar_core.cli.options import COUNT, sampling_options, speculative_options
 
 
 @click.command("sample")
 @click.option("--checkpoint", "-c", required=True, help="Run dir, model dir, or name (e.g. mar_tiny.digits).")
-@click.option("-n", "num", default=64, show_default=True, help="Number of images (ignored with --per-class).")
+@click.option("-n", "num", type=COUNT, default=64, show_default=True, help="Number of images (ignored with --per-class).")
 @click.option("--class", "cls", type=int, multiple=True, help="Class label(s) to draw; default: cycle 0..K-1.")
-@click.option("--per-class", type=int, default=None, help="Draw N samples of every class.")
+@click.option("--per-class", type=COUNT, default=None, help="Draw N samples of every class.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="grid.png or samples.npz.")
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batch-size", type=COUNT, default=64, show_default=True)
 @sampling_options
 @speculative_options
 def sample(checkpoint: str, num: int, cls: tuple[int, ...], per_class: int | None, out: str, batch_size: int,
@@ -26,14 +26,18 @@ def sample(checkpoint: str, num: int, cls: tuple[int, ...], per_class: int | Non
     import numpy as np
     import torch
 
-    from driftar_core.resolve import load_model
+    from driftar_core.bundle import NonFiniteError
+    from driftar_core.files import check_writable_file
+    from driftar_core.resolve import load_model, sampling_overrides
     from driftar_core.speculative import select_sampler
     from driftar_core.viz import save_grid, to_uint8
 
     suffix = Path(out).suffix.lower()
     if suffix not in (".png", ".npz"):
         raise click.BadParameter(f"--out must end in .png or .npz, got {out!r}", param_hint="--out")
-    bundle = load_model(checkpoint)
+    check_writable_file(out, "--out")                   # before any work, not after the sampling
+    bundle = load_model(checkpoint, say=lambda m: click.echo(m, err=True))
+    sampling_overrides(bundle, num_iter=num_iter, cfg=cfg, temperature=temperature)
     try:
         sampler = select_sampler(bundle, speculative, draft_len=draft_len, tau0=tau0, kappa=kappa)
     except ValueError as e:
@@ -56,7 +60,10 @@ def sample(checkpoint: str, num: int, cls: tuple[int, ...], per_class: int | Non
         counts = res.counts
         extras.append(res.counts.extra)
     imgs = torch.cat(images)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if not bool(torch.isfinite(imgs).all()):
+        raise NonFiniteError(f"sampling produced NaN or inf pixels in {int((~torch.isfinite(imgs)).flatten(1).any(1).sum())} "
+                             f"of {len(imgs)} images; nothing was written to {out}. The model or a sampling setting "
+                             "is broken (try the model's defaults, or an earlier checkpoint)")
     if suffix == ".npz":
         np.savez_compressed(out, images=to_uint8(imgs), labels=labels.numpy().astype(np.int64))
     else:

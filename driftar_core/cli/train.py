@@ -35,6 +35,32 @@ def resolve_configs(backbone: str, recipe: str | None, config_file: str | None, 
     return cfg, model_cfg
 
 
+def resume_configs(backbone: str, recipe: str | None, config_file: str | None, overrides: tuple[str, ...],
+                   resume: str):
+    """(RunConfig, model config, step directory) of ``--resume``: the run's SAVED resolved config, then
+    ``--config`` and ``--set`` on top (explicit, validated, and printed)."""
+    from driftar_core.bundle import CheckpointError
+    from driftar_core.config import RunConfig, deep_update, load_config_file, parse_overrides, validate
+    from driftar_core.registry import registries, resolve_model_config
+    from driftar_core.train.checkpoint import resolve_resume
+    probe, _ = resolve_configs(backbone, recipe, None, overrides)    # runs_dir / name for 'latest'
+    step_dir = resolve_resume(resume, probe.train.runs_dir, probe.backbone, probe.train.name)
+    saved_path = step_dir.parent.parent / "config.json"
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot resume: the run's resolved config {saved_path} is unreadable ({e})") from None
+    data = deep_update(saved, load_config_file(config_file)) if config_file else saved
+    data = deep_update(data, parse_overrides(overrides))
+    cfg = validate(RunConfig, data)
+    arch = registries().models.get(cfg.model.arch)
+    model_cfg = resolve_model_config(registries().backbones.get(arch.backbone), arch.preset, cfg.model.args)
+    changes = [f"{o}" for o in overrides] + ([f"--config {config_file}"] if config_file else [])
+    click.echo(f"resume: {step_dir} with the run's saved config {saved_path}"
+               + (f", overridden by {' '.join(changes)}" if changes else ""))
+    return cfg, model_cfg, step_dir
+
+
 @click.command("train")
 @click.option("--backbone", default="mar", show_default=True, help="Backbone plugin (driftar plugins lists them).")
 @click.option("--recipe", default=None, help="Recipe name: 'drift' (default when available) or 'baseline'.")
@@ -45,12 +71,18 @@ def resolve_configs(backbone: str, recipe: str | None, config_file: str | None, 
 def train(backbone: str, recipe: str | None, config_file: str | None, overrides: tuple[str, ...],
           resume: str | None, print_config: bool) -> None:
     """Train a model on the bundled digits (or data.dataset=imagefolder data.root=DIR)."""
-    cfg, model_cfg = resolve_configs(backbone, recipe, config_file, overrides)
+    from driftar_core.files import check_writable_dir
+    if resume is not None:
+        cfg, model_cfg, step_dir = resume_configs(backbone, recipe, config_file, overrides, resume)
+        resume = str(step_dir)
+    else:
+        cfg, model_cfg = resolve_configs(backbone, recipe, config_file, overrides)
     if print_config:
         click.echo(json.dumps({"run": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json")}, indent=2))
         return
     from driftar_core.registry import registries
     from driftar_core.train import train as run_training
+    check_writable_dir(cfg.train.runs_dir, "train.runs_dir")
     shared = tuple(o for o in overrides if o.startswith(BASELINE_SHARED))
     # a Drift-AR model with a distilled draft (draft_type "window") gets a third stage: the draft recipe
     distil = (cfg.recipe == "drift" and getattr(model_cfg, "draft_type", None) == "window"

@@ -15,10 +15,9 @@ manifest and fails with a :class:`CheckpointError` that names the file before an
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from driftar_core.bundle import (CheckpointError, atomic_write_text, load_safetensors, save_safetensors)
+from driftar_core.bundle import CheckpointError, load_safetensors, save_safetensors
+from driftar_core.files import (IntegrityError, atomic_write_text, file_record, make_temp_dir, swap_dir,
+                               verify_records)
 
 FORMAT_VERSION = 1
 LATEST = "latest"
@@ -125,42 +126,26 @@ def restore_rng(state: dict[str, Any]) -> None:
 # -------------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_checkpoint(checkpoints: Path, step: int, *, ema_bundle: Any, raw_weights: dict[str, Tensor],
                     train_state: dict[str, Any]) -> Path:
     """Write ``checkpoints/step-XXXXXXX/`` atomically and point ``checkpoints/latest`` at it."""
     checkpoints.mkdir(parents=True, exist_ok=True)
     name = step_dir_name(step)
-    final, tmp = checkpoints / name, checkpoints / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = make_temp_dir(checkpoints / name)                        # .step-N.tmp-PID-*: removed if we die
     try:
-        ema_bundle.save(tmp)                                       # model.safetensors, config.json, README.md
+        ema_bundle.save(tmp, step=step)                            # model.safetensors, config.json, README.md
         save_safetensors(raw_weights, tmp / RAW_WEIGHTS)
         state_json, state_tensors = encode_state(train_state)
         save_safetensors(state_tensors, tmp / STATE_TENSORS)
-        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+        files = {p.name: file_record(p) for p in sorted(tmp.iterdir())}
         atomic_write_text(tmp / STATE_JSON, json.dumps(
             {"format": FORMAT_VERSION, "step": step, "files": files, "state": state_json}, indent=1))
-        if final.exists():                                         # re-saving a step after an explicit resume
-            old = checkpoints / f".{name}.old-{os.getpid()}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
+        swap_dir(tmp, checkpoints / name)                          # re-saving a step after an explicit resume
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_text(checkpoints / LATEST, name + "\n")
-    return final
+    return checkpoints / name
 
 
 # -------------------------------------------------------------------------------------------------
@@ -193,6 +178,29 @@ def _follow_latest(checkpoints: Path) -> Path:
     return target
 
 
+def run_dirs(root: Path, name: str) -> list[Path]:
+    """Run directories ``<stamp>-<name>`` and same-second ``<stamp>-<name>-N`` under ``root``, oldest first."""
+    pattern = re.compile(rf"^(\d{{8}}-\d{{6}})-{re.escape(name)}(?:-(\d+))?$")
+    found = []
+    for p in root.glob(f"*-{name}*") if root.is_dir() else ():
+        m = pattern.match(p.name)
+        if m and p.is_dir():
+            found.append(((m[1], int(m[2] or 1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(checkpoints: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest step directories (never the one ``latest`` names); 0 keeps all."""
+    if keep <= 0 or not checkpoints.is_dir():
+        return []
+    steps = sorted(p for p in checkpoints.iterdir() if p.is_dir() and re.fullmatch(r"step-\d{7}", p.name))
+    latest = (checkpoints / LATEST).read_text().strip() if (checkpoints / LATEST).is_file() else None
+    doomed = [p for p in steps[:-keep] if p.name != latest]
+    for p in doomed:
+        shutil.rmtree(p, ignore_errors=True)
+    return doomed
+
+
 def resolve_resume(resume: str, runs_dir: str | Path, backbone: str, name: str) -> Path:
     """``resume`` -> a step directory.
 
@@ -201,8 +209,7 @@ def resolve_resume(resume: str, runs_dir: str | Path, backbone: str, name: str) 
     """
     if resume == "latest":
         root = Path(runs_dir) / backbone
-        runs = sorted((p for p in root.glob(f"*-{name}") if (p / "checkpoints" / LATEST).is_file()),
-                      key=lambda p: p.name)
+        runs = [p for p in run_dirs(root, name) if (p / "checkpoints" / LATEST).is_file()]
         if not runs:
             raise CheckpointError(f"--resume latest: no run named '*-{name}' with a checkpoints/{LATEST} "
                                   f"pointer under {root}; pass a run or checkpoint directory instead")
@@ -219,8 +226,9 @@ def resolve_resume(resume: str, runs_dir: str | Path, backbone: str, name: str) 
                           f"and not a checkpoint directory (no {STATE_JSON})")
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and verify a step directory; any missing, truncated or altered file is a CheckpointError."""
+def verify_checkpoint_files(path: str | Path) -> tuple[int, Any]:
+    """Check every file of a step directory against ``state.json``; returns (step, the JSON state).
+    Any missing, truncated or altered file is a :class:`CheckpointError` naming it."""
     path = Path(path)
     meta_path = path / STATE_JSON
     if not meta_path.is_file():
@@ -237,15 +245,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     for fname in (EMA_WEIGHTS, RAW_WEIGHTS, STATE_TENSORS):
         if fname not in files:
             raise CheckpointError(f"{meta_path} does not list {fname}; the checkpoint is incomplete")
-    for fname, info in files.items():
-        f = path / fname
-        if not f.is_file():
-            raise CheckpointError(f"checkpoint {path} is missing {fname}")
-        if f.stat().st_size != info["size"]:
-            raise CheckpointError(f"checkpoint file {f} is corrupt: {f.stat().st_size} bytes, "
-                                  f"expected {info['size']} (truncated or overwritten)")
-        if _sha256(f) != info["sha256"]:
-            raise CheckpointError(f"checkpoint file {f} is corrupt: its sha256 does not match {STATE_JSON}")
+    try:
+        verify_records(path, files, f"{meta_path}")
+    except (IntegrityError, AttributeError, TypeError) as e:
+        raise CheckpointError(str(e)) from None
+    return step, state_json
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and verify a step directory; any missing, truncated or altered file is a CheckpointError."""
+    path = Path(path)
+    step, state_json = verify_checkpoint_files(path)
     state = decode_state(state_json, load_safetensors(path / STATE_TENSORS))
     return Checkpoint(path=path, step=step, raw_weights=load_safetensors(path / RAW_WEIGHTS),
                       ema_weights=load_safetensors(path / EMA_WEIGHTS), state=state)

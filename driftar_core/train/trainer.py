@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,11 +28,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from driftar_core.bundle import load_safetensors, load_state_strict
+from driftar_core.bundle import load_safetensors, load_state_strict, verify_model_dir
+from driftar_core.files import RunLock, clean_stale_temps, make_temp_dir, swap_dir
 from driftar_core.train.checkpoint import (
     Checkpoint,
     capture_rng,
     load_checkpoint,
+    prune_checkpoints,
     resolve_resume,
     restore_rng,
     save_checkpoint,
@@ -70,10 +73,14 @@ def train(run_config: Any, bundle: nn.Module | None = None, resume: str | None =
                                               run_config.train.name))
     engine = Engine.from_env(run_config.train.device)
     threads = torch.get_num_threads()
+    trainer = None
     try:
-        return Trainer(run_config, engine, bundle, ckpt, progress).fit()
+        trainer = Trainer(run_config, engine, bundle, ckpt, progress)
+        return trainer.fit()
     finally:
         torch.set_num_threads(threads)         # train.threads is for this run, not the caller's process
+        if trainer is not None and getattr(trainer, "lock", None) is not None:
+            trainer.lock.release()
         engine.close()
 
 
@@ -108,6 +115,7 @@ def build_bundle(run_config: Any) -> nn.Module:
     if src:
         model_dir = find_model_dir(src)                         # run dir / bundle dir, or None for a name
         if model_dir is not None:
+            verify_model_dir(model_dir)
             weights = load_safetensors(model_dir / "model.safetensors")
         else:
             weights = create_model(src).state_dict()            # a zoo name (arch.tag)
@@ -212,16 +220,24 @@ class Trainer:
         """Rank 0: a new run directory, or the resumed run's; records config.json and env.json."""
         t, step = self.cfg.train, self.step
         run_dir = ckpt.run_dir if ckpt is not None else new_run_dir(t.runs_dir, self.cfg.backbone, t.name)
-        resolved = resolved_config(self.cfg, self.bundle)
-        if ckpt is not None and (run_dir / CONFIG).is_file():
-            changed = diff_keys(_read_json(run_dir / CONFIG), resolved)
-            if changed:
-                print(f"resume: config differs from {run_dir / CONFIG} in {', '.join(changed)}; "
-                      f"recorded as config.resume-step-{step:07d}.json", flush=True)
-        write_record(run_dir, CONFIG, resolved, step)
-        write_record(run_dir, ENV, collect_env(self.engine.device, self.engine.world_size,
-                                               self.engine.backend), step)
-        self.metrics = MetricsLog(run_dir / METRICS, resume_step=step if ckpt is not None else None)
+        self.lock = RunLock(run_dir).acquire()        # one writer per run: a second one fails naming this PID
+        try:
+            for where in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
+                for p in clean_stale_temps(where):
+                    print(f"removed {p}, left by an interrupted driftar process", flush=True)
+            resolved = resolved_config(self.cfg, self.bundle)
+            if ckpt is not None and (run_dir / CONFIG).is_file():
+                changed = diff_keys(_read_json(run_dir / CONFIG), resolved)
+                if changed:
+                    print(f"resume: config differs from {run_dir / CONFIG} in {', '.join(changed)}; "
+                          f"recorded as config.resume-step-{step:07d}.json", flush=True)
+            write_record(run_dir, CONFIG, resolved, step)
+            write_record(run_dir, ENV, collect_env(self.engine.device, self.engine.world_size,
+                                                   self.engine.backend), step)
+            self.metrics = MetricsLog(run_dir / METRICS, resume_step=step if ckpt is not None else None)
+        except BaseException:
+            self.lock.release()
+            raise
         return run_dir
 
     # ---------------------------------------------------------------------------------------------
@@ -249,8 +265,14 @@ class Trainer:
                     break
         if bar is not None:
             bar.close()
-        if eng.is_main:
-            self.ema.module.save(self.run_dir / "model")
+        if eng.is_main:                            # model/ appears complete or not at all
+            tmp = make_temp_dir(self.run_dir / "model")
+            try:
+                self.ema.module.save(tmp, step=self.step)
+                swap_dir(tmp, self.run_dir / "model")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         eng.barrier()
         self._say(f"done: {self.run_dir / 'model'} (EMA weights)")
         return self.run_dir
@@ -342,6 +364,7 @@ class Trainer:
                      "scheduler": self.scheduler.state_dict(), "rng": rngs}
             save_checkpoint(self.run_dir / "checkpoints", self.step, ema_bundle=self.ema.module,
                             raw_weights=self.bundle.state_dict(), train_state=state)
+            prune_checkpoints(self.run_dir / "checkpoints", self.cfg.train.keep_checkpoints)
         self.engine.barrier()
 
 

@@ -17,7 +17,7 @@ import torch
 torch.set_num_threads(1)
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("train_tests_conftest", HERE / "conftest.py")
+_spec = importlib.util.spec_from_file_location("fake_model", HERE.parent / "fake_model.py")
 fake = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = fake          # dataclasses look their module up while the class is built
 _spec.loader.exec_module(fake)

@@ -74,7 +74,7 @@ CORRUPTIONS = {
     "flipped weights": (lambda d: _flip_byte(d / "raw.safetensors"), "raw.safetensors is corrupt"),
     "truncated state": (lambda d: (d / "state.safetensors").write_bytes((d / "state.safetensors").read_bytes()[:100]),
                         "state.safetensors is corrupt"),
-    "missing EMA weights": (lambda d: (d / "model.safetensors").unlink(), "missing model.safetensors"),
+    "missing EMA weights": (lambda d: (d / "model.safetensors").unlink(), "model.safetensors is missing"),
     "missing state.json": (lambda d: (d / "state.json").unlink(), "state.json is missing"),
     "garbage state.json": (lambda d: (d / "state.json").write_text("{not json"), "state.json is corrupt"),
 }
