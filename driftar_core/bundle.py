@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from driftar_core.errors import NonFiniteError  # noqa: F401  (re-exported)
 from driftar_core.files import (  # noqa: F401  (atomic writers re-exported)
     IntegrityError, atomic_write_bytes, atomic_write_text, file_record, sha256_file, verify_records)
 
@@ -151,10 +152,6 @@ def build_from_config(cfg: dict[str, Any], **overrides: Any) -> ModelBundle:
     bundle = spec.build(config)
     bundle.arch = cfg.get("arch", "")
     return bundle
-
-
-class NonFiniteError(ValueError):
-    """NaN or inf in weights or in generated samples: an error, never pixels."""
 
 
 def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:

@@ -104,10 +104,13 @@ def driftar_register_exporters(register: Register) -> None:
         ``export(bundle, out_dir, ref=None, log=print, **options)`` (``ref``: the name or path the model
         was loaded from). Import heavy dependencies (onnx, tensorrt) inside it.
 
-    Two optional attributes of the returned object are used when present: ``preflight(**options)``
+    Three optional attributes of the returned object are used when present: ``preflight(**options)``
     validates the options and checks the machine before the model is loaded (``driftar export`` fails
-    fast, e.g. without TensorRT), and ``load_runner(directory, threads=None)`` returns a sampler over
-    an exported directory, which ``driftar bench --models NAME:DIR`` times next to eager PyTorch.
+    fast, e.g. without TensorRT); ``check_out(out_dir)`` raises ``ValueError`` before the model is loaded
+    when ``out_dir`` may not be written (a file, an unwritable parent, a directory holding files the
+    exporter did not write: an exporter never deletes what it did not write); ``load_runner(directory,
+    threads=None)`` returns a sampler over an exported directory, which ``driftar bench --models
+    NAME:DIR`` times next to eager PyTorch.
     """
 
 

@@ -1,12 +1,16 @@
 """``driftar export``: a trained model -> deployable graphs, through whichever exporter plugin registered
 ``--target`` (``driftar_register_exporters``; driftar-export ships ``onnx`` and ``tensorrt``).
 
-The exporter is looked up and its options validated (``preflight``, when it has one: missing TensorRT
-fails here) BEFORE the model is loaded, so a bad target, option or machine costs nothing.
+The exporter is looked up, its options validated (``preflight``, when it has one: missing TensorRT
+fails here) and its destination checked (``check_out``, when it has one: an unwritable parent, a
+directory that is not the exporter's own) BEFORE the model is loaded, so a bad target, option,
+machine or --out costs nothing.
 """
 from __future__ import annotations
 
 import click
+
+from driftar_core.cli.options import COUNT
 
 EXPORT_HINT = "the onnx and tensorrt exporters come with driftar-export (pip install -e ./export)"
 
@@ -17,7 +21,7 @@ EXPORT_HINT = "the onnx and tensorrt exporters come with driftar-export (pip ins
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Exporter option, e.g. --set max_batch=8 --set opset=20 (repeatable; unknown keys fail).")
-@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=COUNT, default=None, help="torch threads (default: torch's choice).")
 def export(model: str, target: str, out: str, overrides: tuple[str, ...], threads: int | None) -> None:
     """Export a Drift-AR model: graphs with plain tensor I/O, a manifest with parity results."""
     from driftar_core.bundle import CheckpointError
@@ -32,6 +36,9 @@ def export(model: str, target: str, out: str, overrides: tuple[str, ...], thread
         preflight = getattr(exporter, "preflight", None)
         if preflight is not None:
             preflight(**options)
+        check_out = getattr(exporter, "check_out", None)
+        if check_out is not None:
+            check_out(out)
         import torch
 
         from driftar_core.resolve import load_model

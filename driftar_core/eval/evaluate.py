@@ -153,7 +153,8 @@ def evaluate(bundle: Any, num_samples: int | None = None, seeds: Sequence[int] =
         x = torch.cat(images)                                               # [n, 1, 16, 16]
         bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
         if bad:
-            raise ValueError(f"{bad} of {n} generated images contain NaN/inf (seed {seed}); the model is broken")
+            from driftar_core.bundle import NonFiniteError
+            raise NonFiniteError(f"{bad} of {n} generated images contain NaN/inf (seed {seed}); the model is broken")
         feats, logits = embed(evaluator, x)
         return score(feats, logits, labels, ref, seed, k)
 

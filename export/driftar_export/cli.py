@@ -1,7 +1,9 @@
 """``driftar run``: sample through an export bundle (ONNX Runtime or TensorRT); ``--compare`` against PyTorch.
 
 Registered by the plugin's ``driftar_register_commands``; click only at import (``driftar --help``
-stays torch-free).
+stays torch-free). Every count, bound and setting is checked, and ``--out`` is checked writable, before
+the bundle is loaded (the shared option types of ``driftar_core.cli.options``); the bundle's files are
+verified against their hashes before a graph is loaded (``manifest.read_manifest``).
 """
 from __future__ import annotations
 
@@ -9,27 +11,30 @@ from pathlib import Path
 
 import click
 
+from driftar_core.cli.options import COUNT, GUIDANCE, SEED, TEMPERATURE, TOLERANCE
+
 
 @click.command("run")
 @click.option("--bundle", "-b", "bundle_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="An export bundle (driftar export --target onnx|tensorrt --out DIR).")
-@click.option("-n", "num", default=16, show_default=True, help="Number of images.")
+@click.option("-n", "num", type=COUNT, default=16, show_default=True, help="Number of images.")
 @click.option("--class", "cls", type=int, multiple=True, help="Class label(s); default: cycle 0..K-1.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="grid.png or samples.npz.")
-@click.option("--batch-size", type=int, default=None, help="Images per call (default: the bundle's max_batch).")
+@click.option("--batch-size", type=COUNT, default=None,
+              help="Images per call, at most the bundle's max_batch (the default).")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
 @click.option("--providers", default="cpu", show_default=True,
               help="ONNX Runtime providers in priority order, comma-separated: tensorrt,cuda,cpu.")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: its choice).")
+@click.option("--threads", type=COUNT, default=None, help="ONNX Runtime intra-op threads (default: its choice).")
 @click.option("--sampler", type=click.Choice(["plain", "speculative"]), default=None,
               help="Override the bundle's sampler (causal bundles with a draft can run either).")
-@click.option("--num-iter", type=int, default=None)
-@click.option("--cfg", type=float, default=None)
-@click.option("--temperature", type=float, default=None)
-@click.option("--draft-len", type=int, default=None)
-@click.option("--tau0", type=float, default=None)
-@click.option("--kappa", type=float, default=None)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of orders and noise (as driftar sample).")
+@click.option("--num-iter", type=COUNT, default=None)
+@click.option("--cfg", type=GUIDANCE, default=None)
+@click.option("--temperature", type=TEMPERATURE, default=None)
+@click.option("--draft-len", type=COUNT, default=None)
+@click.option("--tau0", type=TOLERANCE, default=None)
+@click.option("--kappa", type=TOLERANCE, default=None)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of orders and noise (as driftar sample).")
 @click.option("--compare", is_flag=True, help="Also run the PyTorch sampler on the model the bundle was exported "
               "from, with the same seed, and report the largest pixel difference.")
 def run(bundle_dir: str, num: int, cls: tuple[int, ...], out: str, batch_size: int | None, backend: str,
@@ -42,12 +47,17 @@ def run(bundle_dir: str, num: int, cls: tuple[int, ...], out: str, batch_size: i
     import numpy as np
     import torch
 
+    from driftar_core.files import check_writable_file
     from driftar_core.viz import save_grid, to_uint8
-    from driftar_export.runtime.runner import Runner
+    from driftar_export.runtime.runner import NonFiniteError, Runner
 
     suffix = Path(out).suffix.lower()
     if suffix not in (".png", ".npz"):
         raise click.BadParameter(f"--out must end in .png or .npz, got {out!r}", param_hint="--out")
+    try:
+        check_writable_file(out, "--out")                     # before any work, not after sampling
+    except OSError as e:
+        raise click.ClickException(str(e)) from None
     if threads:
         torch.set_num_threads(threads)                        # the --compare side runs PyTorch
     try:
@@ -61,16 +71,23 @@ def run(bundle_dir: str, num: int, cls: tuple[int, ...], out: str, batch_size: i
     classes = runner.model["class_num"]
     if any(not 0 <= c < classes for c in cls):
         raise click.BadParameter(f"classes must be in 0..{classes - 1}, got {list(cls)}", param_hint="--class")
+    if batch_size is not None and batch_size > runner.max_batch:
+        bound = runner.max_batch
+        raise click.UsageError(f"--batch-size {batch_size} exceeds the bundle's bound max_batch={bound} (its graphs' "
+                               f"largest batch); use --batch-size {bound} or less, or re-export with "
+                               f"--set max_batch={batch_size}")
     pool = torch.tensor(cls) if cls else torch.arange(classes)
     labels = pool[torch.arange(num) % len(pool)]
     chunks = labels.split(batch_size or runner.max_batch)
 
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
-    results = [runner.sample(y, generator=g, **overrides) for y in chunks]
+    try:
+        results = [runner.sample(y, generator=g, **overrides) for y in chunks]
+    except (ValueError, NonFiniteError) as e:
+        raise click.ClickException(str(e)) from None
     seconds = time.perf_counter() - t0
     images = torch.cat([r.images for r in results])
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npz":
         np.savez_compressed(out, images=to_uint8(images), labels=labels.numpy().astype(np.int64))
     else:

@@ -5,19 +5,21 @@
                            draft_prefill, draft_step for causal backbones)
     DIR/config.json        the model config (driftar_core.bundle format), README.md (+ card.json): its card
 
-Written into a temporary sibling directory and moved into place only when every graph passed its
-checks (the same atomic-write rule as driftar_core.bundle): a failed export leaves DIR as it was.
+Written into a temporary sibling directory (``.DIR.tmp-PID-*``, driftar_core.files.make_temp_dir) and
+moved into place only when every graph passed its checks: a failed export leaves DIR as it was, and
+the temporaries of a killed export are removed by the next one (clean_stale_temps). DIR is replaced
+only when it is new, empty or a bundle holding nothing but its own files (driftar_export.destination).
+The manifest records the size and sha256 of every file of the bundle (``files``).
 """
 from __future__ import annotations
 
 import inspect
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from driftar_export.manifest import DRAFT_ROLES, FORMAT, read_manifest, summary, versions, write_manifest
+from driftar_export.manifest import (DRAFT_ROLES, FORMAT, MANIFEST, read_manifest, record_files, summary, versions,
+                                     write_manifest)
 from driftar_export.options import ExportError, OnnxOptions
 
 SPECULATIVE_KEYS = ("draft_len", "tau0", "kappa", "early_stop_gamma", "entropy_ema_init", "entropy_ema_decay")
@@ -184,20 +186,9 @@ CAUSAL = ("nextstep1",)
 # -------------------------------------------------------------------------------------------------
 
 
-def _prepare_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
-        raise ExportError(f"--out {out} exists and is not an export bundle; choose a new or empty directory")
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished bundle into place; an old bundle at ``out`` is swapped out, then deleted."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{tmp.name[-8:]}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+def _bundle_files(tmp: Path) -> list[str]:
+    """Every file the export wrote into ``tmp`` but the manifest itself (what ``files`` records)."""
+    return [p.relative_to(tmp).as_posix() for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST]
 
 
 def _card_source(ref: str | None) -> Path | None:
@@ -220,7 +211,8 @@ def _write_card(bundle: Any, tmp: Path, ref: str | None) -> None:
     """config.json, and the model's README.md / card.json (or a default card for a model from memory)."""
     import json
 
-    from driftar_core.bundle import atomic_write_text, default_card
+    from driftar_core.bundle import default_card
+    from driftar_core.files import atomic_write_text
     atomic_write_text(tmp / "config.json", json.dumps(bundle.config_dict(), indent=2))
     src = _card_source(ref)
     for name in ("README.md", "card.json"):
@@ -236,8 +228,11 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
     the model was loaded from (recorded, and used by ``driftar run --compare``)."""
     import torch
 
+    from driftar_core.files import clean_stale_temps, make_temp_dir, swap_dir
+    from driftar_export.destination import check_out_dir
     from driftar_export.onnx_export import export_graph, parity
     options = options or OnnxOptions()
+    out = check_out_dir(out_dir)
     check_supported(bundle)
     bundle = bundle.eval()
     if any(p.dtype != torch.float32 for p in bundle.parameters()):
@@ -245,13 +240,9 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
                           "--set precision=fp16")
     settings = sampler_settings(bundle, options.sampler)
     specs, sections = ADAPTERS[bundle.backbone_name](bundle, options, settings)
-    out = Path(out_dir)
-    _prepare_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)                          # mkdtemp makes 0700; a bundle is a normal directory
+    clean_stale_temps(out.parent)                          # what a killed export left (never a live one's)
+    tmp = make_temp_dir(out)
     try:
         (tmp / "graphs").mkdir()
         graphs = {}
@@ -277,6 +268,7 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
                     "opset": options.opset, "precision": options.precision, "options": resolved, "versions": versions(),
                     "parity": {"atol": options.parity_atol, "max_abs_diff": worst, "passed": True}}
         _write_card(bundle, tmp, ref)
+        record_files(tmp, manifest, _bundle_files(tmp))
         write_manifest(tmp, manifest)
         if options.check_sampler:
             manifest["parity"]["sampler"] = check_sampler(bundle, tmp, settings, options.check_batch, options.seed)
@@ -284,7 +276,8 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
             s = manifest["parity"]["sampler"]
             log(f"sampler check ({settings['kind']}, batch {s['batch']}, seed {s['seed']}): ORT vs PyTorch max |pixel "
                 f"diff| {s['max_abs_pixel_diff']:.2e}, pass counts equal: {s['counts_equal']}")
-        _replace(tmp, out)
+        check_out_dir(out)                                 # nothing foreign appeared in DIR meanwhile
+        swap_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -12,8 +12,13 @@
                          "dims": {name: {"min", "max", "example", "checks"}}, "parity": [...]}},
       "opset", "precision", "options", "versions": {torch, onnx, onnxruntime, onnxscript, ...},
       "parity":  {"atol", "max_abs_diff", "passed", "sampler": {"max_abs_pixel_diff", ...}},
-      "tensorrt": (after --target tensorrt) {"stamp": {"tensorrt", "compute_capability", ...}, "engines"}
+      "tensorrt": (after --target tensorrt) {"stamp": {"tensorrt", "compute_capability", ...}, "engines"},
+      "files":   {relpath: {"size", "sha256"}} of every file the bundle holds except manifest.json
     }
+
+Every path a manifest names stays inside the bundle (``driftar_core.files.confined``), and every file
+in ``files`` is checked against its size and sha256 before a graph is loaded (``read_manifest``). A
+bundle exported before ``files`` existed loads with a one-line warning that it cannot be verified.
 
 A shape entry is an int (static) or a dim name; output dims may be expressions of input dims
 ("past + elements"), as the exporter names them.
@@ -22,9 +27,12 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+from driftar_core.files import IntegrityError, confined, file_record, verify_records
 
 FORMAT = "driftar-export/1"
 MANIFEST = "manifest.json"
@@ -33,8 +41,16 @@ PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "nu
             "tensorrt")
 
 
+KNOWN_FILES = ("config.json", "README.md", "card.json")   # what every bundle holds besides manifest + graphs
+RUNTIME_CACHE = "ort_trt_cache"     # the TensorRT EP's engine cache, written into the bundle at run time
+
+
 class BundleError(ValueError):
     """A directory that is not a (complete, compatible) export bundle."""
+
+
+class BundleIntegrityError(BundleError, IntegrityError):
+    """A bundle file that does not match its recorded hash, or a manifest path outside the bundle."""
 
 
 def versions() -> dict[str, str | None]:
@@ -48,8 +64,8 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """Load and sanity-check ``manifest.json``; every graph file it names must exist."""
+def parse_manifest(directory: str | Path) -> dict[str, Any]:
+    """``manifest.json`` of a driftar export bundle (format checked), nothing else verified."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not path.is_file():
@@ -57,19 +73,136 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
                           "(make one with `driftar export --model MODEL --target onnx --out DIR`)")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{path} is not valid JSON ({e}); re-export the bundle") from None
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{path} has format {manifest.get('format')!r}, this driftar-export reads {FORMAT!r}; "
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else None
+        raise BundleError(f"{path} has format {got!r}, this driftar-export reads {FORMAT!r}; "
                           "re-export the bundle with this version")
-    missing = [g["file"] for g in manifest["graphs"].values() if not (directory / g["file"]).is_file()]
-    if missing:
-        raise BundleError(f"{directory} is incomplete: graph files {missing} are missing; re-export the bundle")
     return manifest
 
 
+def named_files(directory: str | Path, manifest: dict[str, Any]) -> list[str]:
+    """Every relative path the manifest names (graphs, engines, their fp16 inputs, ``files``), each confined
+    to ``directory``: an absolute path or one leading outside the bundle is a BundleIntegrityError."""
+    directory = Path(directory)
+    try:
+        rels = [g["file"] for g in manifest["graphs"].values()]
+        trt = manifest.get("tensorrt") or {}
+        for e in (trt.get("engines") or {}).values():
+            rels += [e["file"], *([e["onnx"]] if e.get("onnx") else [])]
+        rels += list(manifest.get("files") or {})
+    except (KeyError, TypeError, AttributeError) as e:
+        raise BundleError(f"{directory / MANIFEST} is malformed ({type(e).__name__}: {e}); "
+                          "re-export the bundle") from None
+    for rel in rels:
+        try:
+            confined(directory, rel, f"{directory / MANIFEST}")
+        except IntegrityError as e:
+            raise BundleIntegrityError(str(e)) from None
+    cache = trt.get("timing_cache")
+    if isinstance(cache, str) and _inside(directory, cache):
+        rels.append(_inside(directory, cache))
+    return sorted(set(rels))
+
+
+def _inside(directory: Path, path: str) -> str | None:
+    """``path`` (as build_engines records the timing cache) relative to ``directory`` when it lies inside."""
+    try:
+        return Path(path).resolve().relative_to(directory.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def check_structure(directory: str | Path, manifest: dict[str, Any]) -> None:
+    """The parts of the manifest the runtimes rely on are well formed: every graph's inputs and outputs are
+    ``{"name", "dtype", "shape"}`` with int or named dims, every named input dim has int bounds."""
+    where = Path(directory) / MANIFEST
+    try:
+        if int(manifest["options"]["max_batch"]) < 1:
+            raise ValueError(f"options.max_batch is {manifest['options']['max_batch']}")
+        for key in ("kind", "token_shape", "class_num"):
+            manifest["model"][key]
+        for role, g in manifest["graphs"].items():
+            dims = g["dims"]
+            for name, d in dims.items():
+                if not all(isinstance(d[k], int) for k in ("min", "max")) or not 0 <= d["min"] <= d["max"]:
+                    raise ValueError(f"graph {role}: dim {name!r} has bounds {d.get('min')}..{d.get('max')}")
+            for kind in ("inputs", "outputs"):
+                for io in g[kind]:
+                    if not isinstance(io["name"], str) or not isinstance(io["dtype"], str) \
+                            or not isinstance(io["shape"], list) or not io["shape"]:
+                        raise ValueError(f"graph {role}: {kind[:-1]} {io.get('name')!r} has shape {io.get('shape')!r}")
+                    for e in io["shape"]:
+                        if not (isinstance(e, int) and e >= 0 or isinstance(e, str)):
+                            raise ValueError(f"graph {role}: {kind[:-1]} {io['name']!r} has dim {e!r}")
+                        if kind == "inputs" and isinstance(e, str) and e not in dims:
+                            raise ValueError(f"graph {role}: input {io['name']!r} names dim {e!r}, which has no bounds "
+                                             "in its dims")
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+        raise BundleError(f"{where} is malformed ({what}); it was edited or damaged: re-export the bundle") from None
+
+
+def check_graph_io(directory: str | Path, role: str, graph: dict[str, Any], actual: Iterable[tuple[str, list]]) -> None:
+    """The manifest's inputs of graph ``role`` are the graph file's: same names, ranks and static dims."""
+    got = {name: list(shape) for name, shape in actual}
+    want = {io["name"]: io["shape"] for io in graph["inputs"]}
+    problems = [f"inputs {sorted(want)} vs the graph's {sorted(got)}"] if set(got) != set(want) else []
+    for name in sorted(set(got) & set(want)):
+        a, m = got[name], want[name]
+        if len(a) != len(m) or any(type(x) is not type(y) or (isinstance(x, int) and x != y)
+                                   for x, y in zip(a, m) if x is not None):
+            problems.append(f"input {name!r} has shape {m} in the manifest but {a} in {graph['file']}")
+    if problems:
+        raise BundleError(f"{Path(directory) / MANIFEST} does not match graph {role}: {problems[0]}; the manifest was "
+                          "edited or belongs to other graphs: re-export the bundle")
+
+
+def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
+    """Load and check ``manifest.json``: its structure, every path it names inside the bundle, every graph
+    file present, and (``verify``) every file recorded in ``files`` against its size and sha256."""
+    directory = Path(directory)
+    manifest = parse_manifest(directory)
+    named_files(directory, manifest)
+    check_structure(directory, manifest)
+    missing = [g["file"] for g in manifest["graphs"].values() if not (directory / g["file"]).is_file()]
+    if missing:
+        raise BundleError(f"{directory} is incomplete: graph files {missing} are missing; re-export the bundle")
+    if not verify:
+        return manifest
+    if manifest.get("files") is None:
+        print(f"warning: {directory} has no file hashes (exported by an older driftar-export); its graphs cannot be "
+              "checked for damage: re-export it to add them", file=sys.stderr)
+        return manifest
+    try:
+        verify_records(directory, manifest["files"], f"{directory / MANIFEST}")
+    except IntegrityError as e:
+        raise BundleIntegrityError(f"{e}. Re-export the bundle (driftar export --model MODEL --target onnx "
+                                   f"--out {directory})") from None
+    return manifest
+
+
+def record_files(directory: str | Path, manifest: dict[str, Any], rels: Iterable[str]) -> dict[str, Any]:
+    """Add ``{"size", "sha256"}`` of each ``rels`` (paths relative to ``directory``) to ``manifest["files"]``."""
+    files = manifest.setdefault("files", {})
+    for rel in sorted(rels):
+        files[rel] = file_record(Path(directory) / rel)
+    manifest["files"] = dict(sorted(files.items()))
+    return manifest
+
+
+def bundle_files(directory: str | Path, manifest: dict[str, Any]) -> set[str]:
+    """The relative paths the bundle itself wrote: its ``files`` record, or, for a bundle without one, the
+    known names and the files its manifest lists. Plus manifest.json."""
+    rels = set(named_files(directory, manifest)) | {MANIFEST}
+    if manifest.get("files") is None:
+        rels |= set(KNOWN_FILES)
+    return rels
+
+
 def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
-    from driftar_core.bundle import atomic_write_text
+    from driftar_core.files import atomic_write_text
     path = Path(directory) / MANIFEST
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return path

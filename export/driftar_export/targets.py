@@ -1,8 +1,10 @@
 """The exporters this plugin registers (``driftar_register_exporters``): ``onnx`` and ``tensorrt``.
 
-Each is the callable the hookspec asks for, ``export(bundle, out_dir, **options)``, plus two optional
+Each is the callable the hookspec asks for, ``export(bundle, out_dir, **options)``, plus optional
 attributes the core uses when present: ``preflight(**options)`` (fail fast, before the model is
-loaded: e.g. TensorRT missing) and ``load_runner(directory)`` (``driftar bench --models onnx:DIR``).
+loaded: e.g. TensorRT missing), ``check_out(out_dir)`` (the destination can be written without losing
+anyone's files, also before the model is loaded: driftar_export.destination) and
+``load_runner(directory)`` (``driftar bench --models onnx:DIR``).
 Torch-free at import.
 """
 from __future__ import annotations
@@ -20,6 +22,10 @@ class OnnxExporter:
 
     def preflight(self, **options: Any) -> OnnxOptions:
         return parse_options(OnnxOptions, options, self.name)
+
+    def check_out(self, out_dir: str | Path) -> Path:
+        from driftar_export.destination import check_out_dir
+        return check_out_dir(out_dir)
 
     def __call__(self, bundle: Any, out_dir: str | Path, ref: str | None = None, log: Callable[[str], None] = print,
                  **options: Any) -> dict[str, Any]:
@@ -43,13 +49,17 @@ class TensorRTExporter:
         preflight()                                                   # tensorrt + GPU, else what to install
         return parsed
 
+    def check_out(self, out_dir: str | Path) -> Path:
+        from driftar_export.destination import check_out_dir
+        return check_out_dir(out_dir)                                 # engines go into our own bundle only
+
     def __call__(self, bundle: Any, out_dir: str | Path, ref: str | None = None, log: Callable[[str], None] = print,
                  **options: Any) -> dict[str, Any]:
         from driftar_export.exporter import export_onnx, weights_digest
         from driftar_export.manifest import read_manifest
         from driftar_export.tensorrt.build import build_engines
         parsed = self.preflight(**options)
-        out = Path(out_dir)
+        out = self.check_out(out_dir)
         existing = read_manifest(out) if (out / "manifest.json").is_file() else None
         if existing is not None and existing["model"].get("weights_sha256") == weights_digest(bundle):
             log(f"using the ONNX graphs already in {out} (exported from these weights)")

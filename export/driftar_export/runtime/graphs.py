@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from driftar_export.manifest import profile_shapes
+from driftar_export.manifest import MANIFEST, BundleError, check_graph_io, profile_shapes
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -68,11 +68,14 @@ def session_options(threads: int | None) -> Any:
 
 
 class OrtGraphs:
-    """One ONNX Runtime session per graph of a bundle."""
+    """One ONNX Runtime session per graph of a bundle (a file ORT cannot load, or one whose inputs are not
+    the manifest's, is a BundleError naming it)."""
 
     def __init__(self, directory: str | Path, manifest: dict[str, Any], providers: tuple[str, ...] = ("cpu",),
                  threads: int | None = None, fp16: bool = False):
         import onnxruntime as ort
+
+        from driftar_core.files import confined
         directory = Path(directory)
         names = provider_names(providers)
         self.providers = names
@@ -83,8 +86,17 @@ class OrtGraphs:
                 continue                                         # served by its source's session (same file)
             opts = [tensorrt_ep_options(g, directory / "ort_trt_cache", fp16) if n == PROVIDERS["tensorrt"] else {}
                     for n in names]
-            self.sessions[role] = ort.InferenceSession(str(directory / g["file"]), session_options(threads),
-                                                       providers=names, provider_options=opts)
+            path = confined(directory, g["file"], str(directory / MANIFEST))
+            try:
+                self.sessions[role] = ort.InferenceSession(str(path), session_options(threads),
+                                                           providers=names, provider_options=opts)
+            except Exception as e:                             # ORT's own classes derive from Exception only
+                why = " ".join(str(e).split())[:300]
+                raise BundleError(f"ONNX Runtime cannot load graph {role} from {path} ({type(e).__name__}: {why}); "
+                                  "the file is damaged or not this bundle's graph: re-export the bundle") from None
+        for role, g in graphs.items():
+            session = self.sessions[g.get("alias_of") or role]
+            check_graph_io(directory, role, g, ((i.name, i.shape) for i in session.get_inputs()))
         self.sessions.update({role: self.sessions[g["alias_of"]] for role, g in graphs.items() if g.get("alias_of")})
         self.outputs = {r: [o.name for o in s.get_outputs()] for r, s in self.sessions.items()}
         self.roles = set(self.sessions)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from driftar_core.errors import NonFiniteError
 from driftar_core.interfaces import PassCounts
 from driftar_export.manifest import DRAFT_ROLES, read_manifest
 from driftar_export.runtime.graphs import GraphSet
@@ -24,6 +25,26 @@ from driftar_export.runtime.graphs import GraphSet
 OVERRIDABLE = {"plain": {"num_iter", "cfg", "cfg_schedule", "temperature"},
                "speculative": {"cfg", "cfg_schedule", "temperature", "draft_len", "tau0", "kappa", "early_stop_gamma",
                                "entropy_ema_init", "entropy_ema_decay"}}
+
+
+# (lowest value, strictly above it?) of each numeric setting; every one must be a finite number
+BOUNDS = {"num_iter": (1, False), "cfg": (0, False), "temperature": (0, True), "draft_len": (0, False),
+          "tau0": (0, False), "kappa": (0, False)}
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Sampler settings are finite and in range (counts are integers) before any graph runs."""
+    import math
+    for key, (low, strict) in BOUNDS.items():
+        v = settings.get(key)
+        if v is None:
+            continue
+        count = key in ("num_iter", "draft_len")
+        ok = (isinstance(v, (int, np.integer)) if count else isinstance(v, (int, float, np.number))) \
+            and not isinstance(v, bool) and math.isfinite(v) and (v > low if strict else v >= low)
+        if not ok:
+            raise ValueError(f"{key} must be {'an integer' if count else 'a finite number'} "
+                             f"{'>' if strict else '>='} {low}, got {v!r}")
 
 
 @dataclass
@@ -69,6 +90,7 @@ class Runner:
         recorded = self.manifest.get("samplers", {}).get(kind, self.settings if kind == self.settings["kind"] else {})
         base = {k: v for k, v in recorded.items() if k in OVERRIDABLE[kind]}
         out = {"num_iter": None, **base, **{k: v for k, v in overrides.items() if v is not None}}
+        check_settings(out)
         limit = self.manifest["options"].get("max_draft_len")
         if kind == "speculative" and limit is not None and out["draft_len"] > limit:
             raise ValueError(f"draft_len {out['draft_len']} exceeds the bundle's max_draft_len {limit} (target_verify's "
@@ -114,6 +136,11 @@ class Runner:
                 tokens, counts = speculative_causal(self.graphs, target, self._causal("draft"), labels, noise,
                                                     **spec, **common)
         images = self.graphs.run("detokenize", {"tokens": np.ascontiguousarray(tokens)})["images"]
+        if not (np.isfinite(images).all() and np.isfinite(tokens).all()):
+            bad = int((~np.isfinite(images)).sum())
+            raise NonFiniteError(f"the bundle {self.directory} produced non-finite values ({bad} NaN/Inf pixels of "
+                                 f"{images.size}, batch {B}): non-finite values are errors, not pixels. The graphs or "
+                                 "the sampler settings are broken; check the settings, re-export the bundle")
         return RunOutput(tokens=tokens, images=images, counts=counts)
 
     def _causal(self, name: str) -> Any:

@@ -133,23 +133,27 @@ def build_engine(trt: Any, onnx_path: Path, graph: dict[str, Any], options: Tens
 
 def build_engines(directory: str | Path, options: TensorRTOptions | None = None, log: Callable[[str], None] = print,
                   trt: Any = None, gpu: dict[str, str] | None = None) -> dict[str, Any]:
-    """Build every graph of the bundle at ``directory`` into ``engines/``; records the stamp in the manifest."""
-    from driftar_core.bundle import atomic_write_bytes
-    from driftar_export.manifest import read_manifest, write_manifest
+    """Build every graph of the bundle at ``directory`` into ``engines/``; records the stamp in the manifest
+    and the engines' (and timing cache's, when inside the bundle) sizes and hashes in its ``files``.
+    Refused for a bundle holding files it did not write (driftar_export.destination)."""
+    from driftar_core.files import atomic_write_bytes, confined
+    from driftar_export.destination import check_out_dir
+    from driftar_export.manifest import MANIFEST, read_manifest, record_files, write_manifest
     options = options or TensorRTOptions()
     if trt is None or gpu is None:
         trt, gpu = preflight()
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory)                               # hashes verified before any graph is parsed
+    check_out_dir(directory, option="bundle")
     strongly_typed = trt_major(trt) >= 11 or (options.precision == "fp16" and options.strongly_typed)
     engines_dir = directory / "engines"
     engines_dir.mkdir(exist_ok=True)
     cache_path = Path(options.timing_cache) if options.timing_cache else engines_dir / "timing.cache"
     timing = cache_path.read_bytes() if cache_path.is_file() else b""
     logger = trt.Logger(trt.Logger.WARNING)
-    engines = {}
+    engines, written = {}, []
     for role, graph in manifest["graphs"].items():
-        onnx_path = directory / graph["file"]
+        onnx_path = confined(directory, graph["file"], str(directory / MANIFEST))
         if options.precision == "fp16" and strongly_typed:
             onnx_path = fp16_graph(onnx_path, engines_dir)
         engine, timing = build_engine(trt, onnx_path, graph, options, strongly_typed, timing, logger)
@@ -157,10 +161,14 @@ def build_engines(directory: str | Path, options: TensorRTOptions | None = None,
         atomic_write_bytes(path, engine)
         engines[role] = {"file": f"engines/{path.name}", "sha256": hashlib.sha256(engine).hexdigest(),
                          "onnx": str(onnx_path.relative_to(directory)), "profile": profile_shapes(graph)}
+        written += [engines[role]["file"], *([engines[role]["onnx"]] if onnx_path.parent == engines_dir else [])]
         log(f"built {role:14s} -> {path} ({len(engine) / 2**20:.1f} MiB)")
     atomic_write_bytes(cache_path, timing)
+    if cache_path.resolve().parent == engines_dir.resolve():
+        written.append(f"engines/{cache_path.name}")
     manifest["tensorrt"] = {"stamp": engine_stamp(trt, gpu, options, strongly_typed), "engines": engines,
                             "options": options.model_dump(), "timing_cache": str(cache_path)}
+    record_files(directory, manifest, written)
     write_manifest(directory, manifest)
     return manifest
 
@@ -169,7 +177,7 @@ def fp16_graph(onnx_path: Path, out_dir: Path) -> Path:
     """The strongly typed build's input: an fp16-MatMul copy of the graph next to the engines."""
     import onnx
 
-    from driftar_core.bundle import atomic_write_bytes
+    from driftar_core.files import atomic_write_bytes
     from driftar_export.tensorrt.fp16 import convert_matmuls_to_fp16
     out = out_dir / f"{onnx_path.stem}.fp16.onnx"
     atomic_write_bytes(out, convert_matmuls_to_fp16(onnx.load(str(onnx_path))).SerializeToString())

@@ -22,6 +22,8 @@ from driftar_export.tensorrt.build import gpu_info, require_tensorrt, stamp_mism
 class TensorRTGraphs:
     def __init__(self, directory: str | Path, manifest: dict[str, Any]):
         import torch
+
+        from driftar_core.files import confined
         directory = Path(directory)
         section = manifest.get("tensorrt")
         if not section:
@@ -36,7 +38,7 @@ class TensorRTGraphs:
         runtime = trt.Runtime(self.logger)
         self.engines, self.contexts, self.io = {}, {}, {}
         for role, e in section["engines"].items():
-            engine = runtime.deserialize_cuda_engine((directory / e["file"]).read_bytes())
+            engine = runtime.deserialize_cuda_engine(confined(directory, e["file"], "manifest.json").read_bytes())
             if engine is None:
                 raise ExportError(f"TensorRT could not deserialise {e['file']}; rebuild the engines "
                                   "(driftar export --target tensorrt)")
