@@ -16,4 +16,5 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from driftar_core.files import IntegrityError, LockedError
     from driftar_core.registry import DuplicateNameError, UnknownNameError
     return (ConfigError, UnknownNameError, DuplicateNameError, CheckpointError, NonFiniteError, IntegrityError,
-            LockedError, OSError)   # OSError: missing / unwritable / not-a-directory paths, a full disk
+            LockedError, OSError,   # OSError: missing / unwritable / not-a-directory paths, a full disk
+            FloatingPointError)     # a diverged training loss (the message names the last good checkpoint)
