@@ -137,9 +137,13 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path} must hold a JSON object, got {type(cfg).__name__}")
     missing = [k for k in ("backbone", "config") if k not in cfg]
-    if missing or not isinstance(cfg.get("config"), dict) or not isinstance(cfg.get("backbone"), str):
-        raise CheckpointError(f"{path} is not a driftar model config: it needs 'backbone' (a plugin name) and "
-                              f"'config' (an object){f'; missing {missing}' if missing else ''}")
+    if missing or not isinstance(cfg.get("config"), dict) or not isinstance(cfg.get("backbone"), str) \
+            or not isinstance(cfg.get("arch", ""), str):
+        raise CheckpointError(f"{path} is not a driftar model config: it needs 'backbone' (a plugin name), "
+                              f"'config' (an object) and optionally 'arch' (a name)"
+                              f"{f'; missing {missing}' if missing else ''}")
+    if cfg.get("format", FORMAT_VERSION) != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has model format {cfg['format']!r}; this driftar reads format {FORMAT_VERSION}")
     return cfg
 
 
@@ -148,6 +152,11 @@ def build_from_config(cfg: dict[str, Any], **overrides: Any) -> ModelBundle:
     from driftar_core.config import deep_update, validate
     from driftar_core.registry import registries
     spec = registries().backbones.get(cfg["backbone"])
+    if cfg.get("arch") in registries().models:                # an unregistered arch is a label (own variants)
+        arch = registries().models.get(cfg["arch"])
+        if arch.backbone != cfg["backbone"]:
+            raise CheckpointError(f"config.json names architecture {cfg['arch']!r}, a {arch.backbone!r} model, "
+                                  f"but backbone {cfg['backbone']!r}; the file was edited: restore it")
     config = validate(spec.config_cls, deep_update(cfg["config"], overrides), where="model")
     bundle = spec.build(config)
     bundle.arch = cfg.get("arch", "")

@@ -86,7 +86,7 @@ class TrainSection(Strict):
     keep_checkpoints: int = Field(3, ge=0)      # newest step directories kept (the final one always); 0 = all
     runs_dir: str = "runs"
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # run directory suffix (a file name)
-    grid_classes: list[int] = Field(default_factory=lambda: list(range(10)))  # one grid row per class
+    grid_classes: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: list(range(10)))  # grid rows
     grid_per_class: int = Field(8, ge=0)
     threads: int | None = Field(None, ge=1)     # torch.set_num_threads; None keeps torch's default
 
@@ -208,6 +208,7 @@ def build_run_config(recipe_path: Path | None = None, config_file: str | None = 
         data = deep_update(data, load_toml(recipe_path))
     if config_file is not None:
         data = deep_update(data, load_config_file(config_file))
+        validate(RunConfig, data)     # the file on its own: a bad value must not hide under a --set of its table
     data = deep_update(data, {k: v for k, v in top.items() if v is not None})
     data = deep_update(data, parse_overrides(overrides))
     return validate(RunConfig, data)

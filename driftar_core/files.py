@@ -167,6 +167,32 @@ def verify_records(directory: str | Path, records: dict[str, dict[str, Any]], wh
             raise IntegrityError(f"{path} is corrupt: its sha256 does not match {where}; restore or re-create it")
 
 
+DIGEST = "digest"   # key of a JSON record's own sha256 (over the record without it)
+
+
+def json_digest(record: dict[str, Any]) -> str:
+    """sha256 of a JSON record without its ``digest`` key (canonical form: sorted keys, no spaces)."""
+    import json
+    body = {k: v for k, v in record.items() if k != DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def with_digest(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with ``digest`` set: the record that lists the hashes of the files is hashed too."""
+    return {**record, DIGEST: json_digest(record)}
+
+
+def check_digest(record: dict[str, Any], where: str) -> bool:
+    """True when ``record`` carries a matching digest, False when it has none (an older writer);
+    an :class:`IntegrityError` when it was edited or damaged after it was written."""
+    if DIGEST not in record:
+        return False
+    if record[DIGEST] != json_digest(record):
+        raise IntegrityError(f"{where} was edited or damaged after driftar wrote it (its digest does not match "
+                             "its content); restore or re-create it")
+    return True
+
+
 def confined(directory: str | Path, rel: str, where: str = "the manifest") -> Path:
     """``directory / rel`` when ``rel`` is a relative path that stays inside ``directory``; else an error."""
     directory = Path(directory)

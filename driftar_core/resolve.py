@@ -24,7 +24,10 @@ def _latest_checkpoint(run: Path) -> Path | None:
     latest = run / "checkpoints" / "latest"
     if not latest.is_file():
         return None
-    step_dir = run / "checkpoints" / latest.read_text().strip()
+    try:
+        step_dir = run / "checkpoints" / latest.read_text().strip()
+    except UnicodeDecodeError:
+        return None
     return step_dir if (step_dir / "model.safetensors").is_file() and (step_dir / "state.json").is_file() else None
 
 

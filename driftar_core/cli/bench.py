@@ -14,7 +14,7 @@ from driftar_core.cli.options import COUNT, FiniteFloat
 @click.argument("more_models", nargs=-1)
 @click.option("--repeats", type=COUNT, default=5, show_default=True, help="Timed repeats per model and batch size.")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed repeats per model and batch size.")
-@click.option("--burn-in", "burn_in", type=FiniteFloat(min=0.0), default=3.0, show_default=True,
+@click.option("--burn-in", "burn_in", type=FiniteFloat(min=0.0, max=600.0), default=3.0, show_default=True,
               help="Seconds of untimed sampling before the first timed repeat (the CPU up to speed).")
 @click.option("--eval-samples", type=COUNT, default=None, help="Samples per seed for FD (default: the test-set size).")
 @click.option("--eval-seeds", type=COUNT, default=3, show_default=True, help="Seeds for the quality spread.")

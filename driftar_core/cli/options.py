@@ -14,12 +14,12 @@ SEED = click.IntRange(min=0, max=2**63 - 1)     # torch.Generator.manual_seed's 
 
 
 class FiniteFloat(click.ParamType):
-    """A finite float with an optional lower bound (``open_min``: strictly above it)."""
+    """A finite float with optional bounds (``open_min``: strictly above ``min``)."""
 
     name = "float"
 
-    def __init__(self, min: float | None = None, open_min: bool = False):
-        self.min, self.open_min = min, open_min
+    def __init__(self, min: float | None = None, open_min: bool = False, max: float | None = None):
+        self.min, self.open_min, self.max = min, open_min, max
 
     def convert(self, value, param, ctx):  # noqa: ANN001 (click's signature)
         if isinstance(value, float) and math.isfinite(value):
@@ -33,6 +33,8 @@ class FiniteFloat(click.ParamType):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         if self.min is not None and (x <= self.min if self.open_min else x < self.min):
             self.fail(f"{x:g} must be {'>' if self.open_min else '>='} {self.min:g}", param, ctx)
+        if self.max is not None and x > self.max:
+            self.fail(f"{x:g} must be <= {self.max:g}", param, ctx)
         return x
 
     def __repr__(self) -> str:

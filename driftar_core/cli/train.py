@@ -32,7 +32,17 @@ def resolve_configs(backbone: str, recipe: str | None, config_file: str | None, 
     model_cfg = resolve_model_config(reg.backbones.get(arch.backbone), arch.preset, cfg.model.args)
     if cfg.data.dataset not in reg.datasets:
         reg.datasets.get(cfg.data.dataset)  # raises with close matches
+    check_grid_classes(cfg, model_cfg)
     return cfg, model_cfg
+
+
+def check_grid_classes(cfg, model_cfg) -> None:
+    """train.grid_classes are labels the model has (else the run would fail at its first sample grid)."""
+    from driftar_core.config import ConfigError
+    classes = getattr(model_cfg, "class_num", None)
+    bad = [c for c in cfg.train.grid_classes if classes is not None and c >= classes]
+    if bad:
+        raise ConfigError(f"train.grid_classes {bad} are not classes of this model (0..{classes - 1})")
 
 
 def resume_configs(backbone: str, recipe: str | None, config_file: str | None, overrides: tuple[str, ...],
@@ -55,6 +65,7 @@ def resume_configs(backbone: str, recipe: str | None, config_file: str | None, o
     cfg = validate(RunConfig, data)
     arch = registries().models.get(cfg.model.arch)
     model_cfg = resolve_model_config(registries().backbones.get(arch.backbone), arch.preset, cfg.model.args)
+    check_grid_classes(cfg, model_cfg)
     changes = [f"{o}" for o in overrides] + ([f"--config {config_file}"] if config_file else [])
     click.echo(f"resume: {step_dir} with the run's saved config {saved_path}"
                + (f", overridden by {' '.join(changes)}" if changes else ""))

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from driftar_core.config import ConfigError
+
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
@@ -16,19 +18,19 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, root: str | None = None, split: str = "train", image_size: int = 16, channels: int = 1):
         if root is None:
-            raise ValueError("the imagefolder dataset needs data.root=PATH (a folder of class sub-folders)")
+            raise ConfigError("the imagefolder dataset needs data.root=PATH (a folder of class sub-folders)")
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root {self.root} is not a directory")
         classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
         if not classes:
-            raise ValueError(f"{self.root} has no class sub-folders (expected root/<class>/<image>.png)")
+            raise ConfigError(f"data.root {self.root} has no class sub-folders (expected root/<class>/<image>.png)")
         self.classes = classes
         self.num_classes = len(classes)
         self.samples = [(f, i) for i, c in enumerate(classes) for f in sorted((self.root / c).iterdir())
                         if f.suffix.lower() in EXTENSIONS]
         if not self.samples:
-            raise ValueError(f"no images with extensions {sorted(EXTENSIONS)} under {self.root}")
+            raise ConfigError(f"no images with extensions {sorted(EXTENSIONS)} under {self.root}")
         self.image_size, self.channels = image_size, channels
         self.image_shape = (channels, image_size, image_size)
 

@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from driftar_core.bundle import CheckpointError, load_safetensors, save_safetensors
-from driftar_core.files import (IntegrityError, atomic_write_text, file_record, make_temp_dir, swap_dir,
-                               verify_records)
+from driftar_core.files import (IntegrityError, atomic_write_text, check_digest, file_record, make_temp_dir,
+                               swap_dir, verify_records, with_digest)
 
 FORMAT_VERSION = 1
 LATEST = "latest"
@@ -138,8 +138,8 @@ def save_checkpoint(checkpoints: Path, step: int, *, ema_bundle: Any, raw_weight
         state_json, state_tensors = encode_state(train_state)
         save_safetensors(state_tensors, tmp / STATE_TENSORS)
         files = {p.name: file_record(p) for p in sorted(tmp.iterdir())}
-        atomic_write_text(tmp / STATE_JSON, json.dumps(
-            {"format": FORMAT_VERSION, "step": step, "files": files, "state": state_json}, indent=1))
+        atomic_write_text(tmp / STATE_JSON, json.dumps(with_digest(
+            {"format": FORMAT_VERSION, "step": step, "files": files, "state": state_json}), indent=1))
         swap_dir(tmp, checkpoints / name)                          # re-saving a step after an explicit resume
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -170,9 +170,12 @@ class Checkpoint:
 
 def _follow_latest(checkpoints: Path) -> Path:
     pointer = checkpoints / LATEST
-    name = pointer.read_text().strip()
+    try:
+        name = pointer.read_text().strip()
+    except UnicodeDecodeError:
+        name = ""
     target = checkpoints / name
-    if not name or not target.is_dir():
+    if not re.fullmatch(r"step-\d{7}", name) or not target.is_dir():
         raise CheckpointError(f"{pointer} points at {name!r}, which is not a checkpoint directory; "
                               f"pass a step directory under {checkpoints} explicitly")
     return target
@@ -246,9 +249,13 @@ def verify_checkpoint_files(path: str | Path) -> tuple[int, Any]:
         if fname not in files:
             raise CheckpointError(f"{meta_path} does not list {fname}; the checkpoint is incomplete")
     try:
+        check_digest(meta, f"{meta_path}")
         verify_records(path, files, f"{meta_path}")
     except (IntegrityError, AttributeError, TypeError) as e:
         raise CheckpointError(str(e)) from None
+    if path.name.startswith("step-") and path.name != step_dir_name(step):
+        raise CheckpointError(f"{meta_path} records step {step} but its directory is {path.name}; "
+                              "the checkpoint was edited or moved: resume from another one")
     return step, state_json
 
 

@@ -33,7 +33,8 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device='cuda' but torch sees no CUDA GPU; use train.device=cpu or auto")
+            from driftar_core.config import ConfigError
+            raise ConfigError("train.device='cuda' but torch sees no CUDA GPU; use train.device=cpu or auto")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(device)
 

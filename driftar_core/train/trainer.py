@@ -71,6 +71,11 @@ def train(run_config: Any, bundle: nn.Module | None = None, resume: str | None =
     if resume is not None:   # read and verify first: a bad checkpoint fails before anything happens
         ckpt = load_checkpoint(resolve_resume(resume, run_config.train.runs_dir, run_config.backbone,
                                               run_config.train.name))
+        if run_config.train.steps < ckpt.step:
+            from driftar_core.config import ConfigError
+            raise ConfigError(f"train.steps ({run_config.train.steps}) is below the step of the checkpoint to resume "
+                              f"({ckpt.step}, {ckpt.path}); set train.steps to the total to reach, e.g. "
+                              f"--set train.steps={ckpt.step + run_config.train.steps}")
     engine = Engine.from_env(run_config.train.device)
     threads = torch.get_num_threads()
     trainer = None

@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from driftar_core.files import IntegrityError, confined, file_record, verify_records
+from driftar_core.files import IntegrityError, check_digest, confined, file_record, verify_records, with_digest
 
 FORMAT = "driftar-export/1"
 MANIFEST = "manifest.json"
@@ -121,8 +121,15 @@ def check_structure(directory: str | Path, manifest: dict[str, Any]) -> None:
     try:
         if int(manifest["options"]["max_batch"]) < 1:
             raise ValueError(f"options.max_batch is {manifest['options']['max_batch']}")
-        for key in ("kind", "token_shape", "class_num"):
-            manifest["model"][key]
+        model = manifest["model"]
+        if model["kind"] not in ("masked", "causal"):
+            raise ValueError(f"model.kind is {model['kind']!r}")
+        for key, rank in (("token_shape", 2), ("image_shape", 3)):
+            shape = model[key]
+            if not isinstance(shape, list) or len(shape) != rank or not all(isinstance(v, int) and v >= 1 for v in shape):
+                raise ValueError(f"model.{key} is {shape!r}")
+        if not isinstance(model["class_num"], int) or model["class_num"] < 1:
+            raise ValueError(f"model.class_num is {model['class_num']!r}")
         for role, g in manifest["graphs"].items():
             dims = g["dims"]
             for name, d in dims.items():
@@ -177,9 +184,12 @@ def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
         return manifest
     try:
         verify_records(directory, manifest["files"], f"{directory / MANIFEST}")
+        check_digest(manifest, f"{directory / MANIFEST}")
     except IntegrityError as e:
         raise BundleIntegrityError(f"{e}. Re-export the bundle (driftar export --model MODEL --target onnx "
                                    f"--out {directory})") from None
+    if (manifest.get("parity") or {}).get("passed") is False:
+        raise BundleError(f"{directory / MANIFEST} records failed parity checks; re-export the bundle")
     return manifest
 
 
@@ -202,9 +212,10 @@ def bundle_files(directory: str | Path, manifest: dict[str, Any]) -> set[str]:
 
 
 def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` atomically with its own digest (an edit after export is refused on load)."""
     from driftar_core.files import atomic_write_text
     path = Path(directory) / MANIFEST
-    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(with_digest(manifest), indent=2) + "\n")
     return path
 
 

@@ -79,10 +79,12 @@ def no_runner(monkeypatch):
     monkeypatch.setattr("driftar_export.runtime.runner.Runner.__init__", refuse)
 
 
-def edit_manifest(directory: Path, change) -> dict:
+def edit_manifest(directory: Path, change, digest: bool = True) -> dict:
+    """Edit manifest.json; ``digest`` re-signs it, so the checks behind the digest are what must catch it."""
+    from driftar_core.files import with_digest
     m = json.loads((directory / "manifest.json").read_text())
     change(m)
-    (directory / "manifest.json").write_text(json.dumps(m))
+    (directory / "manifest.json").write_text(json.dumps(with_digest(m) if digest else m))
     return m
 
 
@@ -314,3 +316,36 @@ def test_tensorrt_build_records_and_verifies_engines(bundle):
     (bundle / "engines" / "decoder.engine").write_bytes(b"tampered")
     with pytest.raises(BundleError, match="decoder.engine"):
         read_manifest(bundle)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["model"].update(image_shape=[3, 32, 32]),
+    lambda m: m["parity"].update(passed=False),
+    lambda m: m["sampler"].update(cfg=7.0),
+])
+def test_an_edited_manifest_is_refused_by_its_digest(bundle, edit):
+    from driftar_export.manifest import BundleError
+    from driftar_export.runtime.runner import Runner
+    edit_manifest(bundle, edit, digest=False)
+    with pytest.raises(BundleError, match="edited or damaged"):
+        Runner(bundle)
+
+
+def test_a_manifest_that_records_failed_parity_is_refused(bundle):
+    from driftar_export.manifest import BundleError
+    from driftar_export.runtime.runner import Runner
+    edit_manifest(bundle, lambda m: m["parity"].update(passed=False))
+    with pytest.raises(BundleError, match="failed parity"):
+        Runner(bundle)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda m: m["model"].update(class_num=0), "class_num"),
+    (lambda m: m["model"].update(token_shape=[64]), "token_shape"),
+])
+def test_manifest_model_fields_are_checked(bundle, edit, needle):
+    from driftar_export.manifest import BundleError
+    from driftar_export.runtime.runner import Runner
+    edit_manifest(bundle, edit)
+    with pytest.raises(BundleError, match=needle):
+        Runner(bundle)

@@ -70,7 +70,7 @@ def test_a_directory_without_any_hash_loads_with_a_note(tmp_path, capsys, fake_p
     ("{not json", "is not valid JSON"),
     ('{"format": 1}', "needs 'backbone'"),
     ('[1, 2]', "must hold a JSON object"),
-    ('{"backbone": "mar", "config": {"img_size": "big"}}', "img_size"),
+    ('{"arch": "mar_tiny", "backbone": "mar", "config": {"img_size": "big"}}', "img_size"),
 ])
 def test_a_malformed_config_json_is_a_clear_error(tmp_path, capsys, text, needle):
     model = _zoo_copy(tmp_path)
@@ -95,3 +95,27 @@ def test_non_finite_weights_are_refused_on_every_load_path(tmp_path, capsys, fak
     with pytest.raises(NonFiniteError):
         fake_bundle.backbone.pos.data.fill_(float("inf"))
         fake_bundle.save(tmp_path / "never")                    # nor are they saved
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda c: c.update(backbone="nope"), "nope"),
+    (lambda c: c.update(arch="nextstep1_tiny"), "the file was edited"),
+    (lambda c: c.update(format=99), "model format 99"),
+])
+def test_an_edited_config_json_is_refused(tmp_path, capsys, edit, needle):
+    model = _zoo_copy(tmp_path)
+    cfg = json.loads((model / "config.json").read_text())
+    edit(cfg)
+    (model / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run_cli(["sample", "-c", str(model), "-n", "1", "--out", str(tmp_path / "g.png")], capsys)
+    assert code == 2 and needle in err
+
+
+def test_an_edited_state_json_is_refused(tmp_path, make_config, fake_plugin, fake_bundle):
+    run = train(make_config(steps=2, log_every=1, sample_every=0, ckpt_every=2), bundle=fake_bundle, progress=False)
+    meta_path = run / "checkpoints" / "step-0000002" / "state.json"
+    meta = json.loads(meta_path.read_text())
+    meta["step"] = 99                                           # the files it lists are untouched
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="edited or damaged"):
+        train(make_config(steps=4), bundle=fake_bundle, resume=str(run), progress=False)

@@ -80,3 +80,28 @@ def test_conflicting_overrides_are_a_clear_error(tmp_path, capsys):
 def test_bad_counts_of_eval_and_bench_are_usage_errors(argv, needle, capsys):
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--set", "train.grid_classes=[99]"], "train.grid_classes [99]"),
+    (["--set", "data.dataset=imagefolder"], "needs data.root"),
+    (["--set", "model.args.encoder_depth=0"], "encoder_depth"),
+])
+def test_train_settings_that_would_fail_late_fail_early(argv, needle, tmp_path, capsys):
+    code, _, err = run_cli(["train", "--backbone", "mar", "--recipe", "baseline", "--set", "train.steps=1",
+                            "--set", f"train.runs_dir={tmp_path / 'runs'}", *argv], capsys)
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_a_bad_config_file_value_is_not_hidden_by_a_set(tmp_path, capsys):
+    (tmp_path / "c.json").write_text('{"train": 5}')
+    code, _, err = run_cli(["train", "--config", str(tmp_path / "c.json"), "--set", "train.steps=1"], capsys)
+    assert code == 2 and "'train'" in err
+
+
+def test_resume_below_the_checkpoint_step_is_refused(tmp_path, make_config, fake_plugin, fake_bundle):
+    from driftar_core.config import ConfigError
+    from driftar_core.train import train
+    run = train(make_config(steps=2, log_every=1, sample_every=0, ckpt_every=2), bundle=fake_bundle, progress=False)
+    with pytest.raises(ConfigError, match=r"below the step of the checkpoint"):
+        train(make_config(steps=1), bundle=fake_bundle, resume=str(run), progress=False)

@@ -19,10 +19,10 @@ from driftar_core.method.configs import DraftConfig, DriftDecoderConfig
 class DiffLossConfig(Strict):
     """MAR's per-token DDPM head (``diffloss``): SimpleMLPAdaLN + a 1000-step cosine IDDPM."""
 
-    depth: int = 3                      # res blocks; official B/L/H 6/8/12, README recipe 3
-    width: int = 96                     # official 1024/1280/1536; the head is most of the CPU step
-    num_sampling_steps: int = 100       # respaced DDPM steps at sampling (MAR passes the string "100")
-    diffusion_batch_mul: int = 4        # each token repeated with independent t and noise (MAR)
+    depth: int = Field(3, ge=1)             # res blocks; official B/L/H 6/8/12, README recipe 3
+    width: int = Field(96, ge=1)            # official 1024/1280/1536; the head is most of the CPU step
+    num_sampling_steps: int = Field(100, ge=1, le=1000) # respaced DDPM steps at sampling (MAR passes the string "100")
+    diffusion_batch_mul: int = Field(4, ge=1) # each token repeated with independent t and noise (MAR)
     learn_sigma: bool = True            # learned-range variance + hybrid VLB loss (MAR); False = fixed-large
     # Clip the predicted x0 to [-v, v] (token units) at sampling. MAR's latents: off (None, the paper
     # presets). The tiny head needs it: the first respaced step (t = 999, abar = 2.4e-9) multiplies
@@ -49,29 +49,28 @@ class MARConfig(Strict):
     """The whole MAR model. Validated on load; unknown keys fail (extra="forbid")."""
 
     # tokenizer (the ``patch`` tokenizer; real runs use the KL-16 VAE latent, 16x16x16 at 256 px)
-    img_size: int = 16                  # digits upsampled 8 -> 16 (DESIGN.md "Data")
-    channels: int = 1                   # grey digits; 16 for a KL-16 latent
-    patch_size: int = 2                 # 2x2 patches -> L = 64 tokens of c = 4 channels
-    token_scale: float = 1.0            # tokens = patches * scale; KL-16 latents use 0.2325
+    img_size: int = Field(16, ge=1)         # digits upsampled 8 -> 16 (DESIGN.md "Data")
+    channels: int = Field(1, ge=1)          # grey digits; 16 for a KL-16 latent
+    patch_size: int = Field(2, ge=1)        # 2x2 patches -> L = 64 tokens of c = 4 channels
+    token_scale: float = Field(1.0, gt=0)   # tokens = patches * scale; KL-16 latents use 0.2325
 
     # conditioning
-    class_num: int = 10                 # official: 1000 (the embedding has class_num rows)
-    label_drop_prob: float = 0.1        # class embedding -> fake_latent during training (CFG)
-    buffer_size: int = 4                # class-embedding slots before the tokens; official 64
+    class_num: int = Field(10, ge=1)        # official: 1000 (the embedding has class_num rows)
+    label_drop_prob: float = Field(0.1, ge=0, lt=1) # class embedding -> fake_latent during training (CFG)
+    buffer_size: int = Field(4, ge=1)       # class-embedding slots before the tokens; official 64
 
     # encoder / decoder (pre-LN ViT blocks, timm naming); official B/L/H 768/1024/1280 wide, 12/16/20 deep.
     # 96 wide, 2 + 2 deep is what 2 CPU cores train to class-correct digits in ~8 minutes.
-    encoder_embed_dim: int = 96
-    encoder_depth: int = 2
-    encoder_num_heads: int = 4
-    decoder_embed_dim: int = 96
-    decoder_depth: int = 2              # >= 2 so the entropy block (penultimate) is not the last one
-    decoder_num_heads: int = 4
-    mlp_ratio: float = 4.0
-    # Official 0.1. The tiny run is a few thousand steps on ~1.4k images and is still under-fitting
+    encoder_embed_dim: int = Field(96, ge=1)
+    encoder_depth: int = Field(2, ge=1)
+    encoder_num_heads: int = Field(4, ge=1)
+    decoder_embed_dim: int = Field(96, ge=1)
+    decoder_depth: int = Field(2, ge=1)     # >= 2 so the entropy block (penultimate) is not the last one
+    decoder_num_heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)     # Official 0.1. The tiny run is a few thousand steps on ~1.4k images and is still under-fitting
     # when it stops, so dropout only slows it down; the large presets restore 0.1.
-    attn_dropout: float = 0.0
-    proj_dropout: float = 0.0
+    attn_dropout: float = Field(0.0, ge=0, lt=1)
+    proj_dropout: float = Field(0.0, ge=0, lt=1)
     attention: Literal["bidirectional"] = "bidirectional"  # "step_causal" arrives with speculative decoding
 
     # training masking: ratio ~ truncated N(1.0, 0.25) on [mask_ratio_min, 1], one per batch

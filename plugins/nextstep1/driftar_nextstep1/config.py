@@ -20,13 +20,13 @@ from driftar_core.method.configs import DriftDecoderConfig, SpeculativeConfig, W
 class FlowHeadConfig(Strict):
     """NextStep-1's per-token flow-matching head (``image_head``): SimpleMLPAdaLN, velocity output."""
 
-    width: int = Field(128, ge=1)                # official 1536 (fm_head_dim)
-    depth: int = Field(2, ge=1)                  # official 12 (fm_head_layers); BACKBONES 8: 2 x 128 tiny
-    mlp_ratio: float = Field(1.0, gt=0)          # official 1.0 (unlike MAR's head)
-    num_sampling_steps: int = Field(20, ge=2)    # N head NFEs per token; signature default 20, examples 50
-    timesteps_shift: float = Field(1.0, gt=0)    # t' = t / (s - (s - 1) t); 1.0 for text-to-image
-    last_step_size: float = Field(0.04, gt=0, lt=1)  # the final deterministic Euler step
-    batch_mul: int = Field(4, ge=1)              # fm_head_batch_mul: each token repeated with fresh t, noise
+    width: int = Field(128, ge=1)           # official 1536 (fm_head_dim)
+    depth: int = Field(2, ge=1)             # official 12 (fm_head_layers); BACKBONES 8: 2 x 128 tiny
+    mlp_ratio: float = Field(1.0, gt=0)     # official 1.0 (unlike MAR's head)
+    num_sampling_steps: int = Field(20, ge=2) # N head NFEs per token; signature default 20, examples 50
+    timesteps_shift: float = Field(1.0, gt=0) # t' = t / (s - (s - 1) t); 1.0 for text-to-image
+    last_step_size: float = Field(0.04, gt=0, lt=1) # the final deterministic Euler step
+    batch_mul: int = Field(4, ge=1)         # fm_head_batch_mul: each token repeated with fresh t, noise
 
 
 def _tiny_sampling() -> SamplingConfig:
@@ -42,10 +42,10 @@ class NextStep1Config(Strict):
     """The whole NextStep-1 model. Validated on load; unknown keys fail (extra="forbid")."""
 
     # tokenizer (the ``patch`` tokenizer; real runs use the f8ch16 VAE latent, 2x2-patchified to c = 64)
-    img_size: int = 16                  # digits upsampled 8 -> 16 (DESIGN.md "Data")
-    channels: int = 1                   # grey digits; 16 for the f8ch16 latent
-    patch_size: int = 2                 # 2x2 patches -> L = 64 tokens of c = 4 channels
-    token_scale: float = 1.0            # tokens = patches * scale (a latent scale slot; 1.0 for pixels)
+    img_size: int = Field(16, ge=1)         # digits upsampled 8 -> 16 (DESIGN.md "Data")
+    channels: int = Field(1, ge=1)          # grey digits; 16 for the f8ch16 latent
+    patch_size: int = Field(2, ge=1)        # 2x2 patches -> L = 64 tokens of c = 4 channels
+    token_scale: float = Field(1.0, gt=0)   # tokens = patches * scale (a latent scale slot; 1.0 for pixels)
     # NextStep's use_norm: non-affine LayerNorm over each sampled token's c dims before it is stored
     # and fed back. It matches the channel-normalised f8ch16 latent, whose encoder already
     # LayerNorms every token. driftar applies it to the training tokens as well (the tokenizer's
@@ -54,8 +54,8 @@ class NextStep1Config(Strict):
     use_norm: bool = False
 
     # text conditioning: class k -> the prompt "a handwritten digit <name k>" (driftar_nextstep1.text)
-    class_num: int = 10                 # classes with a prompt (the digits)
-    prompt_drop_prob: float = Field(0.1, ge=0, lt=1)  # prompt -> empty (negative) prompt in training (CFG)
+    class_num: int = Field(10, ge=1)        # classes with a prompt (the digits)
+    prompt_drop_prob: float = Field(0.1, ge=0, lt=1) # prompt -> empty (negative) prompt in training (CFG)
     # Gaussian noise on the image tokens FED to the LLM in training (targets stay clean): robustness to
     # its own sampled tokens. A driftar addition for pixel tokens, in the role of NextStep-1's
     # noise-regularised tokenizer (its latents are trained under noise). Without it the tiny model,
@@ -65,16 +65,16 @@ class NextStep1Config(Strict):
     vocab_size: int | None = None       # None = the word tokenizer's size; official ~152k (Qwen2.5)
 
     # the decoder-only LLM (Qwen2.5-style Llama modules)
-    hidden_size: int = 128              # official 5120
-    num_hidden_layers: int = 4          # official 48
-    num_attention_heads: int = 4        # official 40
-    num_key_value_heads: int = 2        # GQA; official 8
-    intermediate_size: int = 352        # SwiGLU width, ~8/3 H; official 13824
-    rms_norm_eps: float = 1e-5          # official
-    rope_theta: float = 10000.0         # Qwen2.5 uses 1e6 for 131k positions; ~75 here
+    hidden_size: int = Field(128, ge=1)     # official 5120
+    num_hidden_layers: int = Field(4, ge=1) # official 48
+    num_attention_heads: int = Field(4, ge=1) # official 40
+    num_key_value_heads: int = Field(2, ge=1) # GQA; official 8
+    intermediate_size: int = Field(352, ge=1) # SwiGLU width, ~8/3 H; official 13824
+    rms_norm_eps: float = Field(1e-5, gt=0) # official
+    rope_theta: float = Field(10000.0, gt=0) # Qwen2.5 uses 1e6 for 131k positions; ~75 here
     attention_bias: bool = True         # q/k/v biases (official)
     o_attention_bias: bool = False      # no o_proj bias (official)
-    initializer_range: float = 0.02     # N(0, 0.02) Linear/Embedding init (HF PreTrainedModel)
+    initializer_range: float = Field(0.02, ge=0) # N(0, 0.02) Linear/Embedding init (HF PreTrainedModel)
     use_gen_pos_embed: bool = False     # add the 2-D sin-cos table to z (official default False)
     gen_pos_embed_grid: int | None = None  # grid of that table; None = the token grid; official 32
 
