@@ -4,7 +4,7 @@
 Each attempt runs the CLI in a fresh temp directory (the project is never the cwd) and is classified
 as ``ok``, ``clear error``, ``unclear error``, ``traceback``, ``silent wrong result``, ``data loss``,
 ``leftover files`` or ``hang`` (rules: ``faults/classify.py:classify``). The cases are data
-(``faults/cases.py``); the runner is ``faults/runner.py``.
+(``faults/cases*.py``); the runner is ``faults/runner.py``.
 
     python benchmarks/faults.py --list
     python benchmarks/faults.py --jobs 2 --markdown faults.md --json faults.json

@@ -22,7 +22,7 @@ from typing import Any
 
 from faults import checks
 from faults.cases import TRAIN, Attempt, Ctx, all_cases, default_next_start, resolve_argv
-from faults.classify import (CLASSES, CLEAR, DATA_LOSS, DEFECTS, OK, SILENT, TRACEBACK, UNCLEAR, classify,
+from faults.classify import (CLASSES, CLEAR, DATA_LOSS, DEFECTS, OK, SILENT, classify,
                              first_line, is_clear_message)
 
 OUT_FLAGS = ("--out", "-o", "--json", "--markdown", "--plot")
@@ -297,7 +297,7 @@ def prepare_cache(ctx: Ctx, needs: set[str]) -> dict[str, str]:
 def table(records: list[Record], skipped: list[tuple[str, str]], total_seconds: float) -> str:
     counts = {c: sum(r.outcome == c for r in records) for c in CLASSES}
     extra = sorted({r.outcome for r in records} - set(CLASSES))
-    lines = [f"# driftar fault-injection sweep", "",
+    lines = ["# driftar fault-injection sweep", "",
              f"{len(records)} attempts in {total_seconds / 60:.1f} min; {len(skipped)} skipped.", "",
              "| outcome | attempts |", "|---|---|"]
     lines += [f"| {c} | {counts[c]} |" for c in CLASSES]
