@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
@@ -53,11 +54,15 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, value: T, *, replace: bool = False, source: str = "?") -> None:
-        if name in self._entries and not replace:
+        if name in self._entries:
             prev = self._entries[name].source
-            raise DuplicateNameError(
-                f"{self.kind} {name!r} is already registered by plugin {prev!r}; "
-                f"pass replace=True to override it on purpose")
+            if not replace:
+                raise DuplicateNameError(
+                    f"{self.kind} {name!r} is already registered by plugin {prev!r}; "
+                    f"pass replace=True to override it on purpose")
+            if prev != source:
+                print(f"driftar: plugin {source!r} replaces {self.kind} {name!r} registered by plugin {prev!r}",
+                      file=sys.stderr)
         self._entries[name] = Entry(name, value, source)
 
     def get(self, name: str) -> T:

@@ -59,9 +59,28 @@ def build_cli() -> click.Group:
           driftar sample --checkpoint runs/mar/<run> -n 64 --out grid.png
         """
 
-    from driftar_core.plugins import get_plugin_manager
-    get_plugin_manager().hook.driftar_register_commands(cli=cli)
+    add_plugin_commands(cli)
     return cli
+
+
+def add_plugin_commands(cli: click.Group) -> None:
+    """Each plugin's ``driftar_register_commands`` in turn: one that raises is isolated (``driftar
+    plugins`` shows it failed); one that shadows a core command is allowed, with a warning naming it."""
+    from driftar_core.plugins import get_plugin_manager
+    pm = get_plugin_manager()
+    for src, function in pm.active_impls("driftar_register_commands"):
+        before = dict(cli.commands)
+        try:
+            function(cli=cli)
+        except Exception as e:
+            cli.commands.clear()
+            cli.commands.update(before)
+            pm.isolate(src, "raised in driftar_register_commands", e)
+            pm.reset_registries()
+            continue
+        for name, cmd in cli.commands.items():
+            if before.get(name, cmd) is not cmd or (name in LAZY_COMMANDS and name not in before):
+                click.echo(f"driftar: plugin {src!r} replaces the command {name!r}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
