@@ -47,7 +47,8 @@ TOLERANCE = FiniteFloat(min=0.0)                 # tau0, kappa
 
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-    help="Override a config value, e.g. --set optim.lr=3e-4 --set model.args.encoder_depth=2 (repeatable).")
+    help="Override a config value, e.g. --set optim.lr=3e-4 --set model.args.encoder_depth=2 (repeatable). "
+         "A multi-stage train applies it to every stage; STAGE:KEY=VALUE (baseline:, drift:, draft:) to one.")
 
 
 def sampling_options(f):

@@ -84,24 +84,26 @@ def train(backbone: str, recipe: str | None, config_file: str | None, overrides:
     """Train a model on the bundled digits (or data.dataset=imagefolder data.root=DIR)."""
     from driftar_core.files import check_writable_dir
     if resume is not None:
-        cfg, model_cfg, step_dir = resume_configs(backbone, recipe, config_file, overrides, resume)
+        main, _ = resolve_recipe(backbone, recipe)
+        cfg, model_cfg, step_dir = resume_configs(backbone, recipe, config_file,
+                                                  stage_overrides(overrides, main, main), resume)
         resume = str(step_dir)
     else:
-        cfg, model_cfg = resolve_configs(backbone, recipe, config_file, overrides)
+        main, _ = resolve_recipe(backbone, recipe)
+        cfg, model_cfg = resolve_configs(backbone, recipe, config_file, stage_overrides(overrides, main, main))
     if print_config:
         click.echo(json.dumps({"run": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json")}, indent=2))
         return
     from driftar_core.registry import registries
     from driftar_core.train import train as run_training
     check_writable_dir(cfg.train.runs_dir, "train.runs_dir")
-    shared = tuple(o for o in overrides if o.startswith(BASELINE_SHARED))
     # a Drift-AR model with a distilled draft (draft_type "window") gets a third stage: the draft recipe
     distil = (cfg.recipe == "drift" and getattr(model_cfg, "draft_type", None) == "window"
               and f"{backbone}/draft" in registries().recipes and resume is None)
     stages = 2 + distil
     if cfg.recipe == "drift" and cfg.model.init_from is None and resume is None:
         # Drift-AR starts from a trained baseline: train it first (or pass --set model.init_from=...)
-        base_cfg, _ = resolve_configs(backbone, "baseline", None, shared)
+        base_cfg, _ = resolve_configs(backbone, "baseline", None, stage_overrides(overrides, "baseline", cfg.recipe))
         click.echo(f"[1/{stages}] training the {backbone} baseline (reuse one with --set model.init_from=RUN_DIR|ZOO_NAME)")
         base_dir = run_training(base_cfg)
         click.echo(f"baseline run directory: {base_dir}")
@@ -110,12 +112,30 @@ def train(backbone: str, recipe: str | None, config_file: str | None, overrides:
     run_dir = run_training(cfg, resume=resume)
     click.echo(f"run directory: {run_dir}")
     if distil:
-        same_model = tuple(o for o in overrides if o.startswith("model.args."))   # stage 2's model
-        draft_cfg, _ = resolve_configs(backbone, "draft", None, shared + same_model + (f"model.init_from={run_dir}",))
+        draft_cfg, _ = resolve_configs(backbone, "draft", None, stage_overrides(overrides, "draft", cfg.recipe)
+                                       + (f"model.init_from={run_dir}",))
         click.echo(f"[{stages}/{stages}] distilling the draft of {run_dir} (driftar train --recipe draft)")
         run_dir = run_training(draft_cfg)
         click.echo(f"run directory: {run_dir}")
 
 
-# overrides that also apply to the baseline run the drift recipe trains first
-BASELINE_SHARED = ("train.runs_dir", "train.seed", "train.device", "train.threads", "data.")
+# keys that name what ONE stage is or starts from: an unprefixed --set of them reaches the requested recipe only
+STAGE_OWN = ("model.arch=", "model.init_from=", "method.", "recipe=", "backbone=")
+
+
+def stage_overrides(overrides: tuple[str, ...], stage: str, main: str) -> tuple[str, ...]:
+    """The ``--set`` items for one stage of a multi-stage ``driftar train``.
+
+    ``KEY=VALUE`` reaches every stage (baseline, drift, draft), except the stage-own keys
+    (``model.arch``, ``model.init_from``, ``method.*``), which reach the requested recipe ``main`` only;
+    ``STAGE:KEY=VALUE`` reaches that stage only, e.g. ``--set baseline:train.steps=500``.
+    """
+    out = []
+    for item in overrides:
+        prefix, sep, rest = item.partition(":")
+        if sep and "=" not in prefix:                 # STAGE:KEY=VALUE
+            if prefix == stage:
+                out.append(rest)
+        elif stage == main or not item.startswith(STAGE_OWN):
+            out.append(item)
+    return tuple(out)
