@@ -35,10 +35,12 @@ class CheckpointError(RuntimeError):
 
 
 class ModelBundle(nn.Module):
-    """Everything one generation needs. ``draft`` is None unless the model does speculative decoding."""
+    """Everything one generation needs. ``draft`` is None unless the model does speculative decoding;
+    ``sampler`` declares how the model samples by default (plain, or speculative up to a batch size)."""
 
     def __init__(self, tokenizer: Any, backbone: nn.Module, head: nn.Module, config: Any,
-                 backbone_name: str, draft: nn.Module | None = None, arch: str = ""):
+                 backbone_name: str, draft: nn.Module | None = None, arch: str = "", sampler: Any = None):
+        from driftar_core.method.configs import SamplerSpec
         super().__init__()
         self.tokenizer = tokenizer  # a Module when it has weights (the patch tokenizer has none)
         self.backbone = backbone
@@ -47,6 +49,7 @@ class ModelBundle(nn.Module):
         self.config = config
         self.backbone_name = backbone_name
         self.arch = arch
+        self.sampler: SamplerSpec = sampler if sampler is not None else SamplerSpec()   # the default sampler, as data
 
     @property
     def device(self) -> torch.device:

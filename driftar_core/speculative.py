@@ -263,26 +263,26 @@ def speculative_settings(spec: Any) -> dict[str, Any]:
                 early_stop_gamma=spec.early_stop_gamma, entropy_ema_init=spec.entropy_ema_init)
 
 
-def default_speculative_sampler(spec: Any) -> Callable[..., SampleOutput]:
-    """The default sampler of a model with a draft: ``speculative_generate`` with ``spec``'s settings
-    (a :class:`~driftar_core.method.configs.SpeculativeConfig`) for batches of at most
-    ``spec.max_batch`` samples, plain ``generate`` for larger ones (see ``SpeculativeConfig.max_batch``)."""
+def make_sampler(spec: Any) -> Callable[..., SampleOutput]:
+    """The sampling function a :class:`~driftar_core.method.configs.SamplerSpec` describes: ``generate``
+    (plain), or ``speculative_generate`` with its settings for batches of at most
+    ``spec.speculative.max_batch`` samples and ``generate`` for larger ones (see ``SpeculativeConfig.max_batch``)."""
     from driftar_core.sampling import generate
-    settings = speculative_settings(spec)
+    if spec.kind == "plain":
+        return generate
+    settings, limit = speculative_settings(spec.speculative), spec.speculative.max_batch
 
     def sample(bundle: Any, cond: Any, **kwargs: Any) -> SampleOutput:
-        if len(cond) > spec.max_batch:
+        if len(cond) > limit:
             return generate(bundle, cond, **kwargs)
         return speculative_generate(bundle, cond, **{**settings, **kwargs})
-    sample.speculative_settings = settings                                    # for reports and exporters
-    sample.max_batch = spec.max_batch
     return sample
 
 
 def select_sampler(bundle: Any, speculative: bool | None = None, *, draft_len: int | None = None,
                    tau0: float | None = None, kappa: float | None = None) -> Callable[..., SampleOutput]:
-    """The sampler for ``bundle``: ``speculative`` None = the bundle's default (``bundle.default_sampler``,
-    else ``generate``); True = speculative decoding with the model's ``speculative`` config, each of
+    """The sampler for ``bundle``: ``speculative`` None = the bundle's default (``bundle.sampler``, a
+    :class:`~driftar_core.method.configs.SamplerSpec`); True = speculative decoding with the model's ``speculative`` config, each of
     draft_len / tau0 / kappa overridable; False = plain sequential decoding (``generate``)."""
     import functools
 
@@ -295,9 +295,11 @@ def select_sampler(bundle: Any, speculative: bool | None = None, *, draft_len: i
             raise ValueError(f"the options {names} only apply to speculative decoding "
                              "(drop them, or drop --no-speculative)")
         return generate
-    default = getattr(bundle, "default_sampler", None)
     if speculative is None and not overrides:
-        return default or generate
+        from driftar_core.bundle import ModelBundle
+        if not isinstance(bundle, ModelBundle):     # an exporter's runner (load_runner) samples with its own loop
+            return type(bundle).default_sampler
+        return make_sampler(bundle.sampler)
     if getattr(bundle, "draft", None) is None:
         raise ValueError("speculative decoding needs a model with a draft (e.g. nextstep1_tiny_drift.digits); "
                          "this one has none: sample without --speculative")

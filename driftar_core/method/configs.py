@@ -3,6 +3,8 @@
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from driftar_core.config import Strict
@@ -91,3 +93,28 @@ class SpeculativeConfig(Strict):
     # 6.7% at batch 40 on nextstep1_tiny_drift.digits) and the drafts become pure overhead. Larger
     # batches decode sequentially. `driftar sample --speculative` speculates at any batch size.
     max_batch: int = Field(1, ge=1)
+
+
+class SamplerSpec(Strict):
+    """A bundle's default sampler, as data: ``driftar sample``, ``eval``, ``bench`` and the exporter read
+    it (``driftar_core.speculative.make_sampler`` turns it into the sampling function).
+
+    ``plain``: ``driftar_core.sampling.generate``; ``speculative``: ``speculative_generate`` with the
+    settings of ``speculative`` for batches of at most ``speculative.max_batch`` samples, plain above.
+    """
+
+    kind: Literal["plain", "speculative"] = "plain"
+    speculative: SpeculativeConfig | None = None    # kind "speculative": its settings and max_batch
+
+    @model_validator(mode="after")
+    def _settings_for_speculation(self) -> "SamplerSpec":
+        if self.kind == "speculative" and self.speculative is None:
+            raise ValueError("a speculative sampler needs its speculative settings (SpeculativeConfig)")
+        return self
+
+    @classmethod
+    def from_config(cls, speculative: SpeculativeConfig | None) -> "SamplerSpec":
+        """Speculative when the model config has speculative settings and they are enabled, else plain."""
+        if speculative is not None and speculative.enabled:
+            return cls(kind="speculative", speculative=speculative)
+        return cls()

@@ -46,44 +46,28 @@ def check_supported(bundle: Any) -> None:
 
 
 def sampler_settings(bundle: Any, choice: str = "default") -> dict[str, Any]:
-    """The sampler the runner must reproduce: the bundle's ``default_sampler`` (a partial of generate or
-    speculative_generate) or the one ``choice`` forces, with every argument resolved to a value."""
-    from driftar_core.sampling import generate
+    """The sampler the runner must reproduce, every argument resolved to a value: the bundle's declared
+    default (``bundle.sampler``, a SamplerSpec) or the kind ``choice`` forces."""
+    from driftar_core.method.configs import SpeculativeConfig
     from driftar_core.speculative import speculative_generate, speculative_settings
     s = bundle.config.sampling
     base = {"num_iter": s.num_iter, "cfg": s.cfg, "cfg_schedule": s.cfg_schedule, "temperature": s.temperature}
-    default = getattr(bundle, "default_sampler", None)
-    func, kw = (getattr(default, "func", default), dict(getattr(default, "keywords", None) or {})) \
-        if default is not None else (generate, {})
-    speculate_up_to = None
-    if getattr(default, "speculative_settings", None) is not None:          # speculative.default_speculative_sampler
-        func, kw, speculate_up_to = speculative_generate, dict(default.speculative_settings), default.max_batch
-    if func not in (generate, speculative_generate):
-        raise ExportError(f"the bundle's default sampler {func!r} is neither driftar_core.sampling.generate nor "
-                          "driftar_core.speculative.speculative_generate; pass --set sampler=plain|speculative")
-    kind = {"default": "speculative" if func is speculative_generate else "plain"}.get(choice, choice)
+    spec = bundle.sampler
+    kind = spec.kind if choice == "default" else choice
     if kind == "plain":
-        return {"kind": "plain", **base, **{k: v for k, v in kw.items() if k in SAMPLING_KEYS and func is generate}}
-    if getattr(bundle, "draft", None) is None:
+        return {"kind": "plain", **base}
+    if bundle.draft is None:
         raise ExportError("speculative sampling needs a draft model (bundle.draft is None); use --set sampler=plain")
     if bundle.backbone_name not in CAUSAL:
         raise ExportError(f"speculative sampling is exported for causal backbones ({', '.join(CAUSAL)}), "
                           f"not {bundle.backbone_name!r}")
-    if func is not speculative_generate:                   # forced: the model's speculative config, else defaults
-        spec_cfg = getattr(bundle.config, "speculative", None)
-        kw = speculative_settings(spec_cfg) if spec_cfg is not None else {}
-    unsupported = {k: kw[k] for k in ("sigma", "negative_control") if kw.get(k) not in (None, False)}
-    if kw.get("draft") is not None and kw["draft"] is not bundle.draft:
-        unsupported["draft"] = "a draft other than bundle.draft"
-    if unsupported:
-        raise ExportError(f"the default sampler sets {sorted(unsupported)}, which the exported loop does not support "
-                          "(custom sigma callables, the negative control, a draft outside the bundle)")
+    speculative = spec.speculative or getattr(bundle.config, "speculative", None) or SpeculativeConfig()
     params = inspect.signature(speculative_generate).parameters
-    out = {k: kw.get(k, params[k].default) for k in SPECULATIVE_KEYS}
-    out.update({k: kw[k] for k in ("cfg", "cfg_schedule", "temperature") if kw.get(k) is not None})
-    out = {"kind": "speculative", **{k: v for k, v in base.items() if k != "num_iter"}, **out}
-    if speculate_up_to is not None and choice == "default":
-        out["speculate_up_to"] = speculate_up_to           # larger batches decode plainly, as the eager default
+    kw = speculative_settings(speculative)
+    out = {"kind": "speculative", **{k: v for k, v in base.items() if k != "num_iter"},
+           **{k: kw.get(k, params[k].default) for k in SPECULATIVE_KEYS}}
+    if choice == "default":
+        out["speculate_up_to"] = speculative.max_batch       # larger batches decode plainly, as the eager default
     return out
 
 

@@ -121,7 +121,8 @@ def test_default_loop_follows_the_eager_default_sampler(tiny_causal, causal_runn
     """Above speculative.max_batch the eager default sampler decodes plainly; the runner does the same."""
     labels = torch.tensor([3, 8])
     noise = draw_noise(tiny_causal.head, 2, 16, torch.Generator().manual_seed(3), "cpu")
-    ref = tiny_causal.default_sampler(tiny_causal, labels, noise=noise)
+    from driftar_core.speculative import make_sampler
+    ref = make_sampler(tiny_causal.sampler)(tiny_causal, labels, noise=noise)
     out = causal_runner.generate(labels.numpy(), noise=noise.numpy())
     np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
     assert out.counts.draft_passes == ref.counts.draft_passes == 0

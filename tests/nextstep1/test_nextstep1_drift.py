@@ -8,7 +8,7 @@ import torch
 
 from driftar_core.method.objective import DriftARMethodConfig, DriftARObjective, prepare_drift
 from driftar_core.sampling import draw_noise, generate
-from driftar_core.speculative import speculative_generate
+from driftar_core.speculative import make_sampler, speculative_generate
 
 LABELS = torch.tensor([3, 8])
 DRIFT = dict(head_type="drift", drift=dict(width=32, depth=2, num_generated=16), draft_layers=1)
@@ -128,15 +128,16 @@ def test_draft_loss_is_zero_for_an_exact_copy(drift_bundle):
 def test_default_sampler_is_speculative_with_the_configs_tolerance(drift_bundle):
     b = drift_bundle(dtype=torch.float64, speculative=dict(draft_len=3, tau0=0.0, kappa=0.0, max_batch=2))
     noise = draw_noise(b.head, len(LABELS), 16, torch.Generator().manual_seed(0), "cpu").double()
-    out = b.default_sampler(b, LABELS, noise=noise)
+    assert b.sampler.kind == "speculative" and b.sampler.speculative.max_batch == 2     # declared, as data
+    out = make_sampler(b.sampler)(b, LABELS, noise=noise)
     assert "acceptance_rate" in out.counts.extra and out.counts.draft_passes > 0
     ref = generate(b, LABELS, noise=noise)                     # zero tolerance: sequential decoding exactly
     torch.testing.assert_close(out.tokens, ref.tokens, atol=1e-10, rtol=0)
     three = torch.tensor([1, 2, 3])                            # above max_batch: plain decoding, no drafts
-    out = b.default_sampler(b, three, generator=torch.Generator().manual_seed(0))
+    out = make_sampler(b.sampler)(b, three, generator=torch.Generator().manual_seed(0))
     assert out.counts.draft_passes == 0 and "acceptance_rate" not in out.counts.extra
     off = drift_bundle(speculative=dict(enabled=False))
-    assert getattr(off, "default_sampler", None) is None
+    assert off.sampler.kind == "plain" and make_sampler(off.sampler) is generate
 
 
 def test_speculative_drift_decoding_with_cfg_matches_sequential(drift_bundle):

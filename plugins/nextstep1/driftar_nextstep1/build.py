@@ -53,6 +53,7 @@ def build_nextstep1_drift(config: NextStep1Config, tokenizer: nn.Module, backbon
 
     Speculative decoding with ``config.speculative`` is the bundle's default sampler (``driftar sample``,
     ``eval`` and ``bench`` use it unless told ``--no-speculative``)."""
+    from driftar_core.method.configs import SamplerSpec
     from driftar_core.method.drift_decoder import DriftDecoder
     from driftar_nextstep1.drift import NextStep1Draft, NextStep1FeatureMap
     head = DriftDecoder(config.token_dim, backbone.z_dim, config.drift)
@@ -61,12 +62,10 @@ def build_nextstep1_drift(config: NextStep1Config, tokenizer: nn.Module, backbon
         draft: nn.Module = WindowDraft(backbone.z_dim, config.token_dim, config.seq_len, config.window_draft)
     else:
         draft = NextStep1Draft.for_target(config)
-    bundle = ModelBundle(tokenizer, backbone, head, config, backbone_name="nextstep1", draft=draft)
+    bundle = ModelBundle(tokenizer, backbone, head, config, backbone_name="nextstep1", draft=draft,
+                         sampler=SamplerSpec.from_config(config.speculative))
     bundle.phi = NextStep1FeatureMap(backbone)   # frozen; filled from the trained target (init_drift_components)
     head.set_feature_map(bundle.phi)
-    if config.speculative.enabled:
-        from driftar_core.speculative import default_speculative_sampler
-        bundle.default_sampler = default_speculative_sampler(config.speculative)
     return bundle
 
 
