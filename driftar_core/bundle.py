@@ -36,16 +36,19 @@ class CheckpointError(RuntimeError):
 
 class ModelBundle(nn.Module):
     """Everything one generation needs. ``draft`` is None unless the model does speculative decoding;
+    ``phi`` is the drift loss's frozen feature map (Drift-AR bundles);
     ``sampler`` declares how the model samples by default (plain, or speculative up to a batch size)."""
 
     def __init__(self, tokenizer: Any, backbone: nn.Module, head: nn.Module, config: Any,
-                 backbone_name: str, draft: nn.Module | None = None, arch: str = "", sampler: Any = None):
+                 backbone_name: str, draft: nn.Module | None = None, arch: str = "", sampler: Any = None,
+                 phi: nn.Module | None = None):
         from driftar_core.method.configs import SamplerSpec
         super().__init__()
         self.tokenizer = tokenizer  # a Module when it has weights (the patch tokenizer has none)
         self.backbone = backbone
         self.head = head
         self.draft = draft
+        self.phi = phi              # Drift-AR's frozen feature map (copied from the trained target), or None
         self.config = config
         self.backbone_name = backbone_name
         self.arch = arch

@@ -15,7 +15,7 @@ MAR's DiffLoss two-method seam).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -214,25 +214,39 @@ class EntropyEstimator(Protocol):
 
 
 @runtime_checkable
-class DraftModel(Protocol):
-    """A lightweight causal model that runs ahead of the target on its own outputs (Drift-AR Eq. 3)."""
+class TrainableDraft(Protocol):
+    """A draft trained with the target by the drift recipe (Drift-AR Eq. 3 + the entropy alignment):
+    driftar_core.method.draft.DraftModel (MAR), NextStep-1's layer draft."""
 
-    def propose(self, state: Any, k: int) -> "Tensor":
-        """Draft features for the next k positions [B, k, D]."""
+    def loss_terms(self, z: "Tensor", target_entropy: "Tensor | None" = None, **inputs: Any) -> "dict[str, Tensor]":
+        """sg target z [B, L, D], sg target E [B, L] (+ the tokens / cond the target consumed when the backbone
+        declares ``DriftARSupport.draft_inputs``) -> {"loss", ...monitors}."""
         ...
 
-    def loss(self, z: "Tensor", target_entropy: "Tensor | None" = None) -> "Tensor":
-        """Regression on the next position's target feature plus the entropy alignment term."""
+
+@runtime_checkable
+class TokenDraft(Protocol):
+    """A token-level speculative draft: its own state (KV cache) over the committed tokens; each step's z
+    goes through the bundle's head to give the drafted token (driftar_core.speculative)."""
+
+    def new_state(self, cond: Any, num_iter: int, cfg: bool, generator: Any = None) -> Any:
+        ...
+
+    def step(self, state: Any, positions: "Tensor") -> StepOutput:
+        ...
+
+    def commit(self, state: Any, positions: "Tensor", tokens: "Tensor") -> None:
+        ...
+
+    def rollback(self, state: Any, n: int) -> None:
         ...
 
 
 @runtime_checkable
 class FeatureDraft(Protocol):
-    """A feature-level draft (``feature_level = True``; driftar_core.method.window_draft.WindowDraft):
-    it proposes the next k positions' head conditions without a head call, and the speculative sampler
-    decodes all k with ONE batched head call per round."""
-
-    feature_level: bool
+    """A feature-level draft (driftar_core.method.window_draft.WindowDraft): it proposes the next k
+    positions' head conditions without a head call, and the speculative sampler decodes all k with ONE
+    batched head call per round."""
 
     def new_state(self, cond: Any, num_iter: int | None = None, cfg: bool = False,
                   generator: Any = None) -> Any:
@@ -245,3 +259,26 @@ class FeatureDraft(Protocol):
     def propose(self, state: Any, noise: "Tensor") -> StepOutput:
         """noise [B, k, c] of the next k positions -> drafted z [B', k, D], E [B', k]."""
         ...
+
+
+# ---------------------------------------------------------------------------------------------
+# What a backbone plugin declares so that Drift-AR applies to it (docs/plugins.md, "Drift-AR")
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftARSupport:
+    """Declared in ``BackboneSpec(drift=...)``; the drift recipe reads nothing else of the backbone.
+
+    init_components: ``(bundle) -> None``, called once the trained baseline's backbone is loaded into
+        ``bundle``: copy the frozen feature map ``bundle.phi`` and the draft's initial weights from the
+        trained target (METHOD: phi and the draft come from a trained target, never a random one).
+    entropy: the E that the drift decoder's Entropy-AdaLN global input sees in training. ``"token"``:
+        each token's own E (a causal backbone samples token by token, so that is what sampling sees);
+        ``"image_mean"``: the image mean of E (a masked backbone, whose sampler sees it per step).
+    draft_inputs: the draft's ``loss_terms`` takes ``tokens=`` and ``cond=`` (what the target consumed).
+    """
+
+    init_components: Callable[[Any], None]
+    entropy: Literal["token", "image_mean"] = "image_mean"
+    draft_inputs: bool = False

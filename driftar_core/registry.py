@@ -101,6 +101,8 @@ class BackboneSpec:
         sampling defaults. It is the ONE place defaults live.
     build: ``build(config) -> driftar_core.bundle.ModelBundle``; imports torch lazily.
     presets: preset name -> config overrides; ``{name}_{preset}`` becomes a model architecture.
+    drift: how Drift-AR applies to this backbone (``driftar_core.interfaces.DriftARSupport``); None = the
+        drift recipe does not apply to it.
     """
 
     name: str
@@ -108,6 +110,7 @@ class BackboneSpec:
     build: Callable[[Any], Any]
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
+    drift: Any = None
 
 
 @dataclass

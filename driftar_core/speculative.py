@@ -14,7 +14,7 @@ TARGET forward passes: one target pass verifies k drafted tokens. One round, n t
     commit x*[n+a] to both                              #    correction (a < k) or bonus (a = k)
     n += a + 1
 
-A feature-level draft (``draft.feature_level``, e.g. method/window_draft.py) replaces step 1 by
+A feature-level draft (a :class:`~driftar_core.interfaces.FeatureDraft`, e.g. method/window_draft.py) replaces step 1 by
 
     z^, E^ = draft.propose(dstate, eps[n..n+k-1])       # k draft passes on its own features, no head
     x^[n..n+k-1] = head(z^, E^, eps[n..n+k-1])          # ONE batched head call for the k drafts
@@ -55,7 +55,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from driftar_core.interfaces import PassCounts, StepOutput
+from driftar_core.interfaces import FeatureDraft, PassCounts, SpeculativeBackbone, StepOutput, TokenDraft
 from driftar_core.method.prior import MISSING_ENTROPY, entropy_sigma
 from driftar_core.sampling import CfgSchedule, SampleOutput, cfg_per_token, draw_noise
 
@@ -154,7 +154,7 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
              "draft_head_nfe": 0, "backbone_s": 0.0, "draft_s": 0.0, "head_s": 0.0}
     counts = PassCounts()
     ema, n = entropy_ema_init, 0
-    feature_level = getattr(draft, "feature_level", False)
+    feature_level = isinstance(draft, FeatureDraft)
     while n < L:
         # 1. draft up to k tokens ahead, on the draft's own outputs
         k, drafts = min(draft_len, L - 1 - n), []
@@ -300,16 +300,12 @@ def select_sampler(bundle: Any, speculative: bool | None = None, *, draft_len: i
         if not isinstance(bundle, ModelBundle):     # an exporter's runner (load_runner) samples with its own loop
             return type(bundle).default_sampler
         return make_sampler(bundle.sampler)
-    if getattr(bundle, "draft", None) is None:
+    if bundle.draft is None:
         raise ValueError("speculative decoding needs a model with a draft (e.g. nextstep1_tiny_drift.digits); "
                          "this one has none: sample without --speculative")
-    missing = [m for m in ("verify", "rollback") if not callable(getattr(bundle.backbone, m, None))]
-    draft_api = ("propose", "observe") if getattr(bundle.draft, "feature_level", False) else ("new_state", "step", "commit")
-    missing += [f"draft.{m}" for m in draft_api if not callable(getattr(bundle.draft, m, None))]
-    if missing:
-        raise ValueError(f"{bundle.arch or bundle.backbone_name} cannot decode speculatively: its "
-                         f"{bundle.backbone_name} backbone or draft lacks {', '.join(missing)} (speculative decoding "
-                         "needs a causal backbone that verifies drafts in one pass, e.g. nextstep1_tiny_drift.digits); "
-                         "sample without --speculative")
+    if not isinstance(bundle.backbone, SpeculativeBackbone) or not isinstance(bundle.draft, (FeatureDraft, TokenDraft)):
+        raise ValueError(f"{bundle.arch or bundle.backbone_name} cannot decode speculatively: speculative decoding needs "
+                         "a backbone that verifies drafts in one pass and rolls back (SpeculativeBackbone) and a "
+                         "TokenDraft or FeatureDraft (e.g. nextstep1_tiny_drift.digits); sample without --speculative")
     spec = getattr(bundle.config, "speculative", None) or SpeculativeConfig()
     return functools.partial(speculative_generate, **{**speculative_settings(spec), **overrides})  # any batch size

@@ -295,10 +295,14 @@ MODEL_CORRUPTIONS: list[tuple[str, list[Callable[[Path], None]], str]] = [
     ("config_empty", [write("M/config.json", "")], "never"),
     ("config_list", [write("M/config.json", "[]")], "never"),
     ("config_deleted", [delete("M/config.json")], "never"),
-    ("config_missing_arch", [on("M/config.json", lambda p: edit_json(p, lambda d: d.pop("arch") and None))], "never"),
+    # "arch" is a label: the network is rebuilt from backbone + config and the weights are hash-checked, so
+    # loading without it, or with a name no plugin registered (a user's own variant), gives the model's images
+    ("config_missing_arch", [on("M/config.json", lambda p: edit_json(p, lambda d: d.pop("arch") and None))], "either"),
     ("config_missing_config", [on("M/config.json", lambda p: edit_json(p, lambda d: d.pop("config") and None))], "never"),
     ("config_config_string", [on("M/config.json", lambda p: edit_json(p, lambda d: {**d, "config": "abc"}))], "never"),
-    ("config_arch_unknown", [on("M/config.json", lambda p: edit_json(p, lambda d: {**d, "arch": "nope"}))], "never"),
+    ("config_arch_unknown", [on("M/config.json", lambda p: edit_json(p, lambda d: {**d, "arch": "nope"}))], "either"),
+    ("config_arch_other_backbone", [on("M/config.json", lambda p: edit_json(p, lambda d: {**d, "arch": "nextstep1_tiny"}))],
+     "never"),
     ("config_img_size_string", [on("M/config.json", lambda p: edit_json(p, lambda d: d["config"].update(img_size="abc")))], "never"),
     ("config_width_changed", [on("M/config.json", lambda p: edit_json(p, lambda d: d["config"].update(encoder_embed_dim=64)))], "never"),
     ("config_num_iter_0", [on("M/config.json", lambda p: edit_json(p, lambda d: d["config"]["sampling"].update(num_iter=0)))], "never"),

@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from driftar_core.config import Strict, validate
+from driftar_core.interfaces import DriftARSupport, TrainableDraft
+from driftar_core.method.drift_decoder import DriftDecoder
 from driftar_core.method.schedule import TwoPhaseSchedule
 from driftar_core.train.objective import OBJECTIVES, Metrics, TrainObjective
 
@@ -39,13 +41,20 @@ class DriftARMethodConfig(Strict):
     train_backbone: bool = False
 
 
+def drift_support(bundle: nn.Module) -> DriftARSupport:
+    """What the bundle's backbone plugin declared for Drift-AR (``BackboneSpec.drift``)."""
+    from driftar_core.config import ConfigError
+    from driftar_core.registry import registries
+    support = registries().backbones.get(bundle.backbone_name).drift
+    if support is None:
+        raise ConfigError(f"the {bundle.backbone_name!r} backbone does not declare Drift-AR support "
+                          "(BackboneSpec.drift, docs/plugins.md 'Drift-AR'): the drift recipe cannot train it")
+    return support
+
+
 def prepare_drift(bundle: nn.Module) -> None:
-    """Copy phi and the draft from the (just loaded) trained target; the backbone knows its own blocks."""
-    init = getattr(bundle.backbone, "init_drift_components", None)
-    if init is None:
-        raise TypeError(f"backbone {type(bundle.backbone).__name__} cannot provide Drift-AR components "
-                        "(it has no init_drift_components(bundle) method)")
-    init(bundle)
+    """Copy phi and the draft from the (just loaded) trained target, as the backbone plugin declared."""
+    drift_support(bundle).init_components(bundle)
 
 
 class DriftARObjective(TrainObjective):
@@ -55,10 +64,10 @@ class DriftARObjective(TrainObjective):
     def __init__(self, bundle: nn.Module, config: DriftARMethodConfig):
         super().__init__(bundle)
         self.config = config
-        if getattr(bundle.head, "nfe", None) != 1:
-            raise ValueError("the drift recipe needs a model with the 1-NFE drift head "
-                             "(e.g. model.arch=mar_tiny_drift), got a head with nfe="
-                             f"{getattr(bundle.head, 'nfe', '?')}")
+        self.support = drift_support(bundle)
+        if not isinstance(bundle.head, DriftDecoder):
+            raise ValueError("the drift recipe needs a model with the 1-NFE drift decoder "
+                             f"(e.g. model.arch=mar_tiny_drift), got a {type(bundle.head).__name__} head")
 
     def schedule(self) -> TwoPhaseSchedule:
         return TwoPhaseSchedule(total=max(self.total_steps, 1), alpha0=self.config.alpha0,
@@ -91,7 +100,7 @@ class DriftARObjective(TrainObjective):
         mask = self._subsample(out.loss_mask)                                 # [B L]
         ent_flat = None if ent is None else ent.flatten()
         ent_glob = None                                                       # the head then uses each token's E
-        if ent is not None and getattr(bundle.backbone, "global_entropy", "image_mean") == "image_mean":
+        if ent is not None and self.support.entropy == "image_mean":
             ent_glob = ent.mean(1, keepdim=True).expand_as(ent).flatten()     # image mean of E (as in sampling)
         terms = bundle.head.loss_terms(tokens.flatten(0, 1), z.flatten(0, 1), mask, ent_flat,
                                        entropy_global=ent_glob)
@@ -101,9 +110,9 @@ class DriftARObjective(TrainObjective):
             metrics["entropy_mean"] = ent.mean().detach()
             metrics["entropy_std"] = ent.std().detach()                       # 0 = the official code's collapse
         loss = terms.loss if phase2 else (1.0 - alpha) * terms.loss
-        if self.config.train_draft and hasattr(bundle.draft, "loss_terms") and not phase2:
+        if self.config.train_draft and isinstance(bundle.draft, TrainableDraft) and not phase2:
             fed = tokens if out.inputs is None else out.inputs.detach()        # what the target consumed
-            inputs = {"tokens": fed, "cond": out.cond} if getattr(bundle.draft, "needs_inputs", False) else {}
+            inputs = {"tokens": fed, "cond": out.cond} if self.support.draft_inputs else {}
             d = bundle.draft.loss_terms(z.detach(), None if ent is None else ent.detach(), **inputs)
             loss = loss + alpha * d["loss"]
             metrics.update({f"draft_{k}" if not k.startswith("draft") else k: v.detach() for k, v in d.items()})

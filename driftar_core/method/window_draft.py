@@ -56,7 +56,6 @@ class WindowDraftState:
 class WindowDraft(nn.Module):
     """See the module docstring. z_dim = D, noise_dim = c (the head's noise per token), seq_len = L."""
 
-    feature_level = True   # speculative_generate: propose features for k positions, one head call per round
 
     def __init__(self, z_dim: int, noise_dim: int, seq_len: int, config: WindowDraftConfig | None = None):
         super().__init__()

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from driftar_core.config import Strict, validate
+from driftar_core.method.drift_decoder import DriftDecoder
+from driftar_core.method.window_draft import WindowDraft
 from driftar_core.sampling import cfg_per_token, draw_noise, generate
 from driftar_core.train.objective import OBJECTIVES, Metrics, TrainObjective
 
@@ -112,10 +114,10 @@ class WindowDraftObjective(TrainObjective):
 
     def __init__(self, bundle: nn.Module, config: WindowDraftMethodConfig, seed: int):
         super().__init__(bundle)
-        if not getattr(bundle.draft, "feature_level", False) or not hasattr(bundle.draft, "rows_from"):
+        if not isinstance(bundle.draft, WindowDraft):
             raise ValueError("the draft recipe trains a window draft: use a model with draft_type='window' "
                              f"(got draft {type(bundle.draft).__name__})")
-        if getattr(bundle.head, "nfe", None) != 1:
+        if not isinstance(bundle.head, DriftDecoder):
             raise ValueError("the draft recipe distils from a Drift-AR model with the 1-NFE head "
                              "(model.init_from = a trained drift run or zoo model)")
         self.config, self.seed = config, seed

@@ -116,10 +116,11 @@ def masked_adapter(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) 
 
 
 def causal_adapter(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    from driftar_core.interfaces import FeatureDraft
     from driftar_export.graphs.causal import cache_layout, causal_specs, prompt_table
     from driftar_export.graphs.common import decoder_spec, detokenize_spec
-    lm, draft = bundle.backbone, getattr(bundle, "draft", None)
-    window = getattr(draft, "feature_level", False)      # the window draft: one graph, its rows on the host
+    lm, draft = bundle.backbone, bundle.draft
+    window = isinstance(draft, FeatureDraft)             # the window draft: one graph, its rows on the host
     prompts = prompt_table(lm)
     longest = max(len(p) for p in [*prompts["class_prefix_ids"], prompts["negative_prefix_ids"]])
     max_prompt = options.max_prompt_len or longest

@@ -28,7 +28,6 @@ def build_mar_drift(config: MARConfig, tokenizer: PatchTokenizer, backbone: MAR)
     from driftar_core.method.drift_decoder import DriftDecoder
     from driftar_mar.drift import MARFeatureMap
     head = DriftDecoder(config.token_dim, backbone.z_dim, config.drift)
-    bundle = ModelBundle(tokenizer, backbone, head, config, backbone_name="mar", draft=DraftModel(config.draft))
-    bundle.phi = MARFeatureMap(backbone)        # frozen; filled from the trained target (init_drift_components)
-    head.set_feature_map(bundle.phi)
-    return bundle
+    phi = MARFeatureMap(backbone)               # frozen; filled from the trained target (init_drift_components)
+    head.set_feature_map(phi)
+    return ModelBundle(tokenizer, backbone, head, config, backbone_name="mar", draft=DraftModel(config.draft), phi=phi)

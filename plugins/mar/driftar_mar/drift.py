@@ -48,11 +48,12 @@ class MARFeatureMap(nn.Module):
         return super().train(False)                                       # always eval (no dropout)
 
 
-def init_drift_components(mar: nn.Module, bundle: nn.Module) -> None:
-    """After loading a trained baseline into ``bundle.backbone``: copy phi and the draft from it."""
-    phi = getattr(bundle, "phi", None)
-    if phi is not None:
-        phi.copy_from(mar)
+def init_drift_components(bundle: nn.Module) -> None:
+    """``DriftARSupport.init_components``: after a trained baseline is loaded into ``bundle.backbone``,
+    copy the frozen phi and the draft's blocks from it."""
+    mar = bundle.backbone
+    if bundle.phi is not None:
+        bundle.phi.copy_from(mar)
     if bundle.draft is not None:
         k = len(bundle.draft.blocks)
         bundle.draft.init_from_blocks(list(mar.decoder_blocks[:k]), mar.decoder_norm)

@@ -292,11 +292,6 @@ class MAR(nn.Module):
         z, entropy = self.forward_mae(tokens, mask, class_embedding)            # [B, L, Dd], [B, L]
         return TrainOutput(z=z, loss_mask=mask.to(z.dtype), entropy=entropy)
 
-    def init_drift_components(self, bundle: nn.Module) -> None:
-        """Drift-AR: copy the frozen phi and the draft from this (trained) target into ``bundle``."""
-        from driftar_mar.drift import init_drift_components
-        init_drift_components(self, bundle)
-
     # ---- generation ------------------------------------------------------------------------------
 
     def new_state(self, cond: Tensor, num_iter: int, cfg: bool = False,

@@ -10,11 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from driftar_core.hookspecs import hookimpl
+from driftar_core.interfaces import DriftARSupport
 from driftar_core.registry import BackboneSpec
 from driftar_mar.config import MARConfig
 from driftar_mar.presets import PRESETS
 
 RECIPES = Path(__file__).parent / "recipes"
+
+
+def init_drift(bundle: Any) -> None:
+    """Drift-AR: copy the frozen phi and the draft from the trained target (torch is imported here, lazily)."""
+    from driftar_mar.drift import init_drift_components
+    init_drift_components(bundle)
 
 
 def build(config: MARConfig) -> Any:
@@ -33,6 +40,8 @@ def make_head(config: Any, z_dim: int, token_dim: int) -> Any:
 def driftar_register_backbones(register: Any) -> None:
     register(BackboneSpec(
         name="mar", config_cls=MARConfig, build=build, presets=PRESETS,
+        # masked: the sampler sees the step's image-level E, so training feeds the image mean of E
+        drift=DriftARSupport(init_components=init_drift, entropy="image_mean"),
         description="MAR (Li et al. 2024): random-order masked AR transformer + per-token DDPM head (DiffLoss)"))
 
 

@@ -62,11 +62,10 @@ def build_nextstep1_drift(config: NextStep1Config, tokenizer: nn.Module, backbon
         draft: nn.Module = WindowDraft(backbone.z_dim, config.token_dim, config.seq_len, config.window_draft)
     else:
         draft = NextStep1Draft.for_target(config)
-    bundle = ModelBundle(tokenizer, backbone, head, config, backbone_name="nextstep1", draft=draft,
-                         sampler=SamplerSpec.from_config(config.speculative))
-    bundle.phi = NextStep1FeatureMap(backbone)   # frozen; filled from the trained target (init_drift_components)
-    head.set_feature_map(bundle.phi)
-    return bundle
+    phi = NextStep1FeatureMap(backbone)         # frozen; filled from the trained target (init_drift_components)
+    head.set_feature_map(phi)
+    return ModelBundle(tokenizer, backbone, head, config, backbone_name="nextstep1", draft=draft, phi=phi,
+                       sampler=SamplerSpec.from_config(config.speculative))
 
 
 def build_layer_draft(target: NextStep1, num_layers: int) -> NextStep1:

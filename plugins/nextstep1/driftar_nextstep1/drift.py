@@ -62,7 +62,6 @@ class NextStep1FeatureMap(nn.Module):
 class NextStep1Draft(NextStep1):
     """The draft: a shallow NextStep-1 (same generation API) with the Eq. 3 + entropy-alignment loss."""
 
-    needs_inputs = True   # DriftARObjective passes the training tokens and the prompts the target used
 
     def __init__(self, config: NextStep1Config, entropy_weight: float = _DRAFT_DEFAULTS.entropy_weight,
                  smooth_l1_beta: float = _DRAFT_DEFAULTS.smooth_l1_beta):
@@ -105,10 +104,10 @@ class NextStep1Draft(NextStep1):
         return terms
 
 
-def init_drift_components(target: NextStep1, bundle: nn.Module) -> None:
-    """After loading a trained baseline into ``bundle.backbone``: copy phi and the draft from it."""
-    phi = getattr(bundle, "phi", None)
-    if phi is not None:
-        phi.copy_from(target)
-    if bundle.draft is not None and hasattr(bundle.draft, "init_from_target"):   # the window draft is distilled later
-        bundle.draft.init_from_target(target)
+def init_drift_components(bundle: nn.Module) -> None:
+    """``DriftARSupport.init_components``: after a trained baseline is loaded into ``bundle.backbone``,
+    copy the frozen phi and the layer draft from it (the window draft is distilled later, recipe draft)."""
+    if bundle.phi is not None:
+        bundle.phi.copy_from(bundle.backbone)
+    if isinstance(bundle.draft, NextStep1Draft):
+        bundle.draft.init_from_target(bundle.backbone)

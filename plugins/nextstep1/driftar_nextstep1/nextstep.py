@@ -90,10 +90,6 @@ class NextStep1State:
 class NextStep1(nn.Module):
     """NextStep-1's LLM; satisfies driftar_core.interfaces.SpeculativeBackbone."""
 
-    # Entropy-AdaLN's global input: a causal model has no image-level E while it decodes, so the drift
-    # head uses each token's own E in training and sampling alike (MAR passes the image mean).
-    global_entropy = "token"
-
     def __init__(self, config: NextStep1Config):
         super().__init__()
         cfg = self.config = config
@@ -220,11 +216,6 @@ class NextStep1(nn.Module):
         ce = F.cross_entropy(logits.flatten(0, 1), torch.cat([targets, eoi], 1).flatten(), ignore_index=IGNORE)
         return TrainOutput(z=z, loss_mask=z.new_ones(B, L), entropy=entropy[:, P - 1:P - 1 + L],
                            aux_loss=self.config.lm_loss_weight * ce, cond=prompts, inputs=inputs)
-
-    def init_drift_components(self, bundle: nn.Module) -> None:
-        """Drift-AR: copy the frozen phi and the draft from this (trained) target into ``bundle``."""
-        from driftar_nextstep1.drift import init_drift_components
-        init_drift_components(self, bundle)
 
     # ---- generation ------------------------------------------------------------------------------
 

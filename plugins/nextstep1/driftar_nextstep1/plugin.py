@@ -11,11 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from driftar_core.hookspecs import hookimpl
+from driftar_core.interfaces import DriftARSupport
 from driftar_core.registry import BackboneSpec
 from driftar_nextstep1.config import NextStep1Config
 from driftar_nextstep1.presets import PRESETS
 
 RECIPES = Path(__file__).parent / "recipes"
+
+
+def init_drift(bundle: Any) -> None:
+    """Drift-AR: copy the frozen phi and the draft from the trained target (torch is imported here, lazily)."""
+    from driftar_nextstep1.drift import init_drift_components
+    init_drift_components(bundle)
 
 
 def build(config: NextStep1Config) -> Any:
@@ -34,6 +41,9 @@ def make_head(config: Any, z_dim: int, token_dim: int) -> Any:
 def driftar_register_backbones(register: Any) -> None:
     register(BackboneSpec(
         name="nextstep1", config_cls=NextStep1Config, build=build, presets=PRESETS,
+        # causal: no image-level E exists while decoding, so the drift head sees each token's own E;
+        # the layer draft re-reads the tokens and prompts the target consumed
+        drift=DriftARSupport(init_components=init_drift, entropy="token", draft_inputs=True),
         description="NextStep-1 (StepFun 2025): causal LLM over text + continuous image tokens, KV-cached "
                     "raster decoding, per-token flow-matching head"))
 
