@@ -63,7 +63,7 @@ def takes_global_entropy(head: Any) -> bool:
 
 def global_entropy(out: Any, n: int, wanted: bool) -> dict[str, Tensor]:
     """``entropy_global`` [B' n] (the image-level E of this forward, per token) when the head takes it."""
-    eg = getattr(out, "entropy_global", None)
+    eg = out.entropy_global
     if eg is None or not wanted:
         return {}
     return {"entropy_global": eg[:, None].expand(-1, n).reshape(-1)}

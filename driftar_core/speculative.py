@@ -77,9 +77,9 @@ class RoundInfo:
 
 
 def default_sigma(head: Any) -> Callable[[Tensor], Tensor]:
-    """sigma(E) of the head's entropy prior (the drift decoder's Eq. 6 with its floor), else Eq. 6 defaults."""
-    prior = getattr(head, "prior", None)
-    return prior.sigma if prior is not None and hasattr(prior, "sigma") else entropy_sigma
+    """sigma(E) of the drift decoder's entropy prior (Eq. 6 with its floor); Eq. 6's defaults for another head."""
+    from driftar_core.method.drift_decoder import DriftDecoder
+    return head.prior.sigma if isinstance(head, DriftDecoder) else entropy_sigma
 
 
 def head_tokens(head: Any, out: StepOutput, noise: Tensor, cfgs: list[float], temperature: float) -> Tensor:
@@ -307,5 +307,5 @@ def select_sampler(bundle: Any, speculative: bool | None = None, *, draft_len: i
         raise ValueError(f"{bundle.arch or bundle.backbone_name} cannot decode speculatively: speculative decoding needs "
                          "a backbone that verifies drafts in one pass and rolls back (SpeculativeBackbone) and a "
                          "TokenDraft or FeatureDraft (e.g. nextstep1_tiny_drift.digits); sample without --speculative")
-    spec = getattr(bundle.config, "speculative", None) or SpeculativeConfig()
+    spec = bundle.sampler.speculative or SpeculativeConfig()   # the model's declared settings, else the defaults
     return functools.partial(speculative_generate, **{**speculative_settings(spec), **overrides})  # any batch size

@@ -31,6 +31,11 @@ class FakeConfig(Strict):
     mask_min: float = 0.5        # fraction of tokens masked per step, uniform in [mask_min, 1]
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(num_iter=4, cfg=1.0))
 
+    @property
+    def class_num(self) -> int:
+        """Classes the model draws (every model config declares ``class_num``; docs/plugins.md)."""
+        return self.num_classes
+
 
 @dataclass
 class FakeState:

@@ -42,7 +42,7 @@ def sample(checkpoint: str, num: int, cls: tuple[int, ...], per_class: int | Non
         sampler = select_sampler(bundle, speculative, draft_len=draft_len, tau0=tau0, kappa=kappa)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    num_classes = bundle.config.class_num if hasattr(bundle.config, "class_num") else 10
+    num_classes = bundle.config.class_num
     if any(not 0 <= c < num_classes for c in cls):
         raise click.BadParameter(f"classes must be in 0..{num_classes - 1}, got {list(cls)}", param_hint="--class")
     if per_class is not None:

@@ -104,7 +104,8 @@ class SamplerSpec(Strict):
     """
 
     kind: Literal["plain", "speculative"] = "plain"
-    speculative: SpeculativeConfig | None = None    # kind "speculative": its settings and max_batch
+    # the model's speculative settings: used by default when kind is "speculative", on request otherwise
+    speculative: SpeculativeConfig | None = None
 
     @model_validator(mode="after")
     def _settings_for_speculation(self) -> "SamplerSpec":
@@ -114,7 +115,7 @@ class SamplerSpec(Strict):
 
     @classmethod
     def from_config(cls, speculative: SpeculativeConfig | None) -> "SamplerSpec":
-        """Speculative when the model config has speculative settings and they are enabled, else plain."""
-        if speculative is not None and speculative.enabled:
-            return cls(kind="speculative", speculative=speculative)
-        return cls()
+        """Speculative when the model config has speculative settings and they are enabled, else plain
+        (the settings kept for ``--speculative``)."""
+        kind = "speculative" if speculative is not None and speculative.enabled else "plain"
+        return cls(kind=kind, speculative=speculative)

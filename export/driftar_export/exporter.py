@@ -61,7 +61,7 @@ def sampler_settings(bundle: Any, choice: str = "default") -> dict[str, Any]:
     if bundle.backbone_name not in CAUSAL:
         raise ExportError(f"speculative sampling is exported for causal backbones ({', '.join(CAUSAL)}), "
                           f"not {bundle.backbone_name!r}")
-    speculative = spec.speculative or getattr(bundle.config, "speculative", None) or SpeculativeConfig()
+    speculative = spec.speculative or SpeculativeConfig()       # forced on a plain-default model: the defaults
     params = inspect.signature(speculative_generate).parameters
     kw = speculative_settings(speculative)
     out = {"kind": "speculative", **{k: v for k, v in base.items() if k != "num_iter"},
@@ -126,8 +126,8 @@ def causal_adapter(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) 
     max_prompt = options.max_prompt_len or longest
     if max_prompt < longest:
         raise ExportError(f"max_prompt_len {max_prompt} is shorter than the longest class prompt prefix ({longest})")
-    k = options.max_draft_len or settings.get("draft_len") or getattr(getattr(bundle.config, "speculative", None),
-                                                                      "draft_len", None) or 4
+    declared = bundle.sampler.speculative
+    k = options.max_draft_len or settings.get("draft_len") or (declared.draft_len if declared else None) or 4
     if settings["kind"] == "speculative" and settings["draft_len"] > k:
         raise ExportError(f"max_draft_len {k} is below the sampler's draft_len {settings['draft_len']}")
     rows = 2 * options.max_batch
