@@ -1,0 +1,1 @@
+"""driftar-tinycausal: an example third-party backbone plugin (see README.md)."""
