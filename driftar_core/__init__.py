@@ -12,8 +12,8 @@ __all__ = ["create_model", "list_models", "register_model", "is_model", "load_bu
 
 def __getattr__(name: str) -> Any:
     if name in ("create_model", "list_models", "register_model", "is_model"):
-        from driftar_core import registry
-        return getattr(registry, name)
+        from driftar_core import factory
+        return getattr(factory, name)
     if name == "load_bundle":
         from driftar_core.bundle import load_bundle
         return load_bundle

@@ -89,7 +89,7 @@ def load_bench_model(ref: str) -> Any:
     runner of an exporter plugin that has ``load_runner``, so exported runtimes sit in the same table."""
     scheme, sep, rest = ref.partition(":")
     if sep and rest:
-        from driftar_core.registry import registries
+        from driftar_core.plugins import registries
         exporters = registries().exporters
         if scheme in exporters.names():
             load = getattr(exporters.get(scheme)(), "load_runner", None)

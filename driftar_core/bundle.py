@@ -21,17 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from driftar_core.errors import NonFiniteError  # noqa: F401  (re-exported)
+from driftar_core.errors import CheckpointError, NonFiniteError  # noqa: F401  (re-exported)
 from driftar_core.files import (  # noqa: F401  (atomic writers re-exported)
     IntegrityError, atomic_write_bytes, atomic_write_text, file_record, sha256_file, verify_records)
+from driftar_core.weights import (  # noqa: F401  (re-exported)
+    check_finite, load_safetensors, load_state_strict, save_safetensors)
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded (missing file, corrupt, or keys that do not match)."""
 
 
 class ModelBundle(nn.Module):
@@ -90,42 +88,6 @@ def default_card(bundle: ModelBundle) -> str:
 
 
 # -------------------------------------------------------------------------------------------------
-# Atomic file helpers
-# -------------------------------------------------------------------------------------------------
-
-
-def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save
-    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in state_dict.items()}
-    atomic_write_bytes(Path(path), save(tensors, metadata=metadata))
-
-
-def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises several types for truncated/corrupt files
-        raise CheckpointError(f"cannot read {path}: {e} (the file is corrupt or not safetensors; "
-                              "re-download or re-save it)") from e
-
-
-def load_state_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
-    own = module.state_dict()
-    bad = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-           for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        raise CheckpointError(f"{what} does not match the model: {len(bad)} tensors have other shapes "
-                              f"({'; '.join(bad[:3])}). Was it saved with another config?")
-    missing, unexpected = module.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{what} does not match the model: {len(missing)} missing keys {missing[:5]}, "
-            f"{len(unexpected)} unexpected keys {unexpected[:5]}. Was it saved from another architecture?")
-
-
 # -------------------------------------------------------------------------------------------------
 # Loading
 # -------------------------------------------------------------------------------------------------
@@ -156,7 +118,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 def build_from_config(cfg: dict[str, Any], **overrides: Any) -> ModelBundle:
     """Rebuild an (untrained) bundle from a saved config.json dict, optionally with overrides."""
     from driftar_core.config import deep_update, validate
-    from driftar_core.registry import registries
+    from driftar_core.plugins import registries
     spec = registries().backbones.get(cfg["backbone"])
     if cfg.get("arch") in registries().models:                # an unregistered arch is a label (own variants)
         arch = registries().models.get(cfg["arch"])
@@ -167,14 +129,6 @@ def build_from_config(cfg: dict[str, Any], **overrides: Any) -> ModelBundle:
     bundle = spec.build(config)
     bundle.arch = cfg.get("arch", "")
     return bundle
-
-
-def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
-    """Raise :class:`NonFiniteError` naming the first tensors of ``tensors`` that hold NaN or inf."""
-    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise NonFiniteError(f"{what} hold NaN or inf values in {len(bad)} tensors ({', '.join(bad[:3])}); "
-                             "the model is broken (diverged training or a damaged file): use an earlier checkpoint")
 
 
 def verify_model_dir(directory: str | Path, weights: str = WEIGHTS) -> str:

@@ -189,6 +189,11 @@ def get_plugin_manager() -> DriftarPluginManager:
     return _MANAGER
 
 
+def registries() -> Registries:
+    """The registries of the default plugin manager (plugins loaded on first use)."""
+    return get_plugin_manager().registries
+
+
 def describe_plugins() -> list[dict[str, Any]]:
     """Plugins as plain dicts (``driftar plugins --json``, env.json of every run)."""
     pm = get_plugin_manager()

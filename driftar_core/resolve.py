@@ -70,7 +70,9 @@ def load_model(ref: str, say: Callable[[str], None] | None = None, **overrides: 
     if model_dir is not None:
         from driftar_core.bundle import load_bundle
         return load_bundle(model_dir, say=say, **overrides)
-    from driftar_core.registry import create_model, registries, split_model_name_tag
+    from driftar_core.factory import create_model
+    from driftar_core.plugins import registries
+    from driftar_core.registry import split_model_name_tag
     _, tag = split_model_name_tag(ref)
     if not tag and not ref.replace("_", "").isalnum():
         raise FileNotFoundError(f"{ref} is neither an existing path nor a model name")

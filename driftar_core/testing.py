@@ -2,7 +2,7 @@
 
     # tests/test_my_backbone.py of your plugin
     import pytest
-    from driftar_core.registry import create_model
+    from driftar_core.factory import create_model
     from driftar_core.testing import BackboneConformance
 
     class TestMyBackbone(BackboneConformance):
@@ -208,7 +208,7 @@ class BackboneConformance:
 
     def test_drift_step(self, bundle: Any) -> None:
         from driftar_core.method.drift_decoder import DriftDecoder
-        from driftar_core.registry import registries
+        from driftar_core.plugins import registries
         if not isinstance(bundle.head, DriftDecoder) or registries().backbones.get(bundle.backbone_name).drift is None:
             pytest.skip("not a Drift-AR bundle (no drift decoder, or the backbone declares no DriftARSupport)")
         check_drift_step(bundle)

@@ -19,15 +19,12 @@ import datetime
 import hashlib
 import json
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from driftar_core.files import sha256_file
 
-if TYPE_CHECKING:  # pragma: no cover
-    from driftar_core.bundle import ModelBundle
-    from driftar_core.eval.evaluator import DigitsClassifier
 
 CARD_FILE = "card.json"
 DEFAULT_EVALUATOR = "digits_evaluator.digits"
@@ -107,7 +104,7 @@ def load_card(path: str | Path) -> ModelCard:
 
 def save_card(card: ModelCard, path: str | Path) -> Path:
     """Write ``card`` as JSON to ``path`` (a file, or a directory -> ``card.json``), atomically."""
-    from driftar_core.bundle import atomic_write_text
+    from driftar_core.files import atomic_write_text
     path = Path(path)
     if path.is_dir():
         path = path / CARD_FILE
@@ -133,7 +130,7 @@ def make_card(directory: str | Path, name: str, *, num_params: int, metrics: dic
 def verify_weights(card: ModelCard, read: bool = True) -> bytes:
     """The weights file's bytes, after checking them against the card's sha256 (CheckpointError if not);
     ``read=False`` checks the file and returns nothing (``b""``)."""
-    from driftar_core.bundle import CheckpointError
+    from driftar_core.errors import CheckpointError
     path = card.weights_path
     if not path.is_file():
         raise CheckpointError(f"weights of {card.name!r} not found: {path} (named by {card.card_path}). "
@@ -149,46 +146,6 @@ def verify_weights(card: ModelCard, read: bool = True) -> bytes:
     return data
 
 
-def _load_state(data: bytes, card: ModelCard) -> dict[str, Any]:
-    from safetensors.torch import load
-
-    from driftar_core.bundle import CheckpointError
-    try:
-        return load(data)
-    except Exception as e:  # the sha matched, so the card itself pins a bad file
-        raise CheckpointError(f"cannot read {card.weights_path} as safetensors: {e}") from e
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    from driftar_core.bundle import CheckpointError
-    if not path.is_file():
-        raise CheckpointError(f"{path.parent} is not a model directory: {path.name} is missing")
-    return json.loads(path.read_text())
-
-
-# -------------------------------------------------------------------------------------------------
-# Loading
-# -------------------------------------------------------------------------------------------------
-
-
-def load_pretrained(card: ModelCard, **overrides: Any) -> "ModelBundle | DigitsClassifier":
-    """Load a card's weights, offline: sha256 check, then config.json + weights strictly.
-
-    Generator cards give a :class:`driftar_core.bundle.ModelBundle` (``overrides`` update its config,
-    e.g. sampling defaults); evaluator cards give the classifier (see :func:`load_evaluator`).
-    """
-    if card.kind == "evaluator":
-        return load_evaluator(card, **overrides)
-    from driftar_core.bundle import build_from_config, check_finite, load_state_strict, read_config
-
-    data = verify_weights(card)
-    bundle = build_from_config(read_config(card.weights_path.parent), **overrides)
-    sd = _load_state(data, card)
-    check_finite(sd, f"the weights of {card.name}")
-    load_state_strict(bundle, sd, str(card.weights_path))
-    return bundle.eval()
-
-
 def resolve_card(name_or_path: "str | Path | ModelCard") -> ModelCard:
     """A card from itself, a ``card.json`` path / zoo directory, or a registered ``arch.tag`` name."""
     if isinstance(name_or_path, ModelCard):
@@ -196,23 +153,5 @@ def resolve_card(name_or_path: "str | Path | ModelCard") -> ModelCard:
     path = Path(name_or_path)
     if path.suffix == ".json" or path.is_dir():
         return load_card(path)
-    from driftar_core.registry import registries
+    from driftar_core.plugins import registries
     return registries().cards.get(str(name_or_path))
-
-
-def load_evaluator(name: "str | Path | ModelCard" = DEFAULT_EVALUATOR, device: Any = None) -> "DigitsClassifier":
-    """The evaluation classifier (eval mode, sha256-checked): by zoo name, card path or card."""
-    from driftar_core.bundle import CheckpointError, load_state_strict
-    from driftar_core.config import validate
-    from driftar_core.eval.evaluator import DigitsClassifier, EvaluatorConfig
-
-    card = resolve_card(name)
-    if card.kind != "evaluator":
-        raise ValueError(f"{card.name!r} is a {card.kind}, not an evaluator; load it with create_model()")
-    data = verify_weights(card)
-    cfg = _read_json(card.weights_path.parent / "config.json")
-    if cfg.get("kind") != "evaluator":
-        raise CheckpointError(f"{card.weights_path.parent / 'config.json'} is not an evaluator config")
-    model = DigitsClassifier(validate(EvaluatorConfig, cfg["config"], where="evaluator"))
-    load_state_strict(model, _load_state(data, card), str(card.weights_path))
-    return model.to(device).eval() if device is not None else model.eval()

@@ -98,9 +98,19 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Aborted!", err=True)
         sys.exit(1)
     except Exception as e:
-        from driftar_core.errors import expected_errors
         if not isinstance(e, expected_errors()):
             raise
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)
 
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input or machine, not driftar's bug: their message says what to do."""
+    from driftar_core.config import ConfigError
+    from driftar_core.errors import CheckpointError, NonFiniteError
+    from driftar_core.files import IntegrityError, LockedError
+    from driftar_core.registry import DuplicateNameError, UnknownNameError
+    return (ConfigError, UnknownNameError, DuplicateNameError, CheckpointError, NonFiniteError, IntegrityError,
+            LockedError, OSError,   # OSError: missing / unwritable / not-a-directory paths, a full disk
+            FloatingPointError)     # a diverged training loss (the message names the last good checkpoint)

@@ -26,7 +26,8 @@ def export(model: str, target: str, out: str, overrides: tuple[str, ...], thread
     """Export a Drift-AR model: graphs with plain tensor I/O, a manifest with parity results."""
     from driftar_core.bundle import CheckpointError
     from driftar_core.config import ConfigError, parse_overrides
-    from driftar_core.registry import UnknownNameError, registries
+    from driftar_core.plugins import registries
+    from driftar_core.registry import UnknownNameError
     try:
         exporter = registries().exporters.get(target)()
     except UnknownNameError as e:

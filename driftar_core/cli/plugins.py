@@ -31,6 +31,6 @@ def plugins(as_json: bool) -> None:
 @click.option("--pretrained", is_flag=True, help="Only arch.tag names that have weights in the zoo.")
 def models(pattern: str, pretrained: bool) -> None:
     """List registered model architectures matching PATTERN (fnmatch, e.g. 'mar*')."""
-    from driftar_core.registry import list_models
+    from driftar_core.factory import list_models
     for name in list_models(pattern, pretrained=pretrained):
         click.echo(name)

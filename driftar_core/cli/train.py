@@ -10,7 +10,7 @@ from driftar_core.cli.options import set_option
 
 def resolve_recipe(backbone: str, recipe: str | None) -> tuple[str, object]:
     """The recipe spec; without ``--recipe`` a backbone's ``drift`` recipe wins over ``baseline``."""
-    from driftar_core.registry import registries
+    from driftar_core.plugins import registries
     reg = registries()
     reg.backbones.get(backbone)  # unknown backbone -> "did you mean"
     if recipe is None:
@@ -21,7 +21,8 @@ def resolve_recipe(backbone: str, recipe: str | None) -> tuple[str, object]:
 def resolve_configs(backbone: str, recipe: str | None, config_file: str | None, overrides: tuple[str, ...]):
     """(RunConfig, resolved model config); every error is raised here, before any work starts."""
     from driftar_core.config import ConfigError, build_run_config
-    from driftar_core.registry import registries, resolve_model_config
+    from driftar_core.plugins import registries
+    from driftar_core.registry import resolve_model_config
     recipe, spec = resolve_recipe(backbone, recipe)
     cfg = build_run_config(spec.path, config_file, overrides, backbone=backbone, recipe=recipe)
     reg = registries()
@@ -51,7 +52,8 @@ def resume_configs(backbone: str, recipe: str | None, config_file: str | None, o
     ``--config`` and ``--set`` on top (explicit, validated, and printed)."""
     from driftar_core.bundle import CheckpointError
     from driftar_core.config import RunConfig, deep_update, load_config_file, parse_overrides, validate
-    from driftar_core.registry import registries, resolve_model_config
+    from driftar_core.plugins import registries
+    from driftar_core.registry import resolve_model_config
     from driftar_core.train.checkpoint import resolve_resume
     probe, _ = resolve_configs(backbone, recipe, None, overrides)    # runs_dir / name for 'latest'
     step_dir = resolve_resume(resume, probe.train.runs_dir, probe.backbone, probe.train.name)
@@ -94,7 +96,7 @@ def train(backbone: str, recipe: str | None, config_file: str | None, overrides:
     if print_config:
         click.echo(json.dumps({"run": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json")}, indent=2))
         return
-    from driftar_core.registry import registries
+    from driftar_core.plugins import registries
     from driftar_core.train import train as run_training
     check_writable_dir(cfg.train.runs_dir, "train.runs_dir")
     # a Drift-AR model with a distilled draft (draft_type "window") gets a third stage: the draft recipe

@@ -15,7 +15,7 @@ def zoo() -> None:
 @click.argument("pattern", default="*")
 def zoo_list(pattern: str) -> None:
     """List pretrained models matching PATTERN with their key metrics."""
-    from driftar_core.registry import registries
+    from driftar_core.plugins import registries
     reg = registries()
     for name in reg.cards.names(pattern):
         card = reg.cards.get(name)
@@ -29,7 +29,7 @@ def zoo_list(pattern: str) -> None:
 @click.argument("name")
 def zoo_info(name: str) -> None:
     """Show the full model card of NAME (e.g. mar_tiny.digits)."""
-    from driftar_core.registry import registries
+    from driftar_core.plugins import registries
     card = registries().cards.get(name)
     data = card.model_dump(mode="json")
     data["path"] = str(card.weights_path)

@@ -67,7 +67,7 @@ def reference(evaluator: DigitsClassifier) -> Reference:
 @functools.lru_cache(maxsize=1)
 def default_evaluator() -> DigitsClassifier:
     """The zoo's ``digits_evaluator.digits``, loaded once per process (kept on CPU, in eval mode)."""
-    from driftar_core.zoo import load_evaluator
+    from driftar_core.pretrained import load_evaluator
     return load_evaluator()
 
 

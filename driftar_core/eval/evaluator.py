@@ -324,7 +324,7 @@ Made by (training took {m['train_seconds']}s, {m['steps']} steps, {recipe.thread
 {card.command}
 ```
 
-Load with `driftar_core.zoo.load_evaluator()`; `sha256` in `card.json` pins the weights file.
+Load with `driftar_core.pretrained.load_evaluator()`; `sha256` in `card.json` pins the weights file.
 """
 
 

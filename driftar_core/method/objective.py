@@ -23,7 +23,7 @@ from driftar_core.config import Strict, validate
 from driftar_core.interfaces import DriftARSupport, TrainableDraft
 from driftar_core.method.drift_decoder import DriftDecoder
 from driftar_core.method.schedule import TwoPhaseSchedule
-from driftar_core.train.objective import OBJECTIVES, Metrics, TrainObjective
+from driftar_core.train.objective import Metrics, TrainObjective
 
 
 class DriftARMethodConfig(Strict):
@@ -44,7 +44,7 @@ class DriftARMethodConfig(Strict):
 def drift_support(bundle: nn.Module) -> DriftARSupport:
     """What the bundle's backbone plugin declared for Drift-AR (``BackboneSpec.drift``)."""
     from driftar_core.config import ConfigError
-    from driftar_core.registry import registries
+    from driftar_core.plugins import registries
     support = registries().backbones.get(bundle.backbone_name).drift
     if support is None:
         raise ConfigError(f"the {bundle.backbone_name!r} backbone does not declare Drift-AR support "
@@ -121,6 +121,3 @@ class DriftARObjective(TrainObjective):
     @classmethod
     def from_config(cls, run_config: Any, bundle: nn.Module) -> "DriftARObjective":
         return cls(bundle, validate(DriftARMethodConfig, run_config.method, where="method"))
-
-
-OBJECTIVES["drift"] = DriftARObjective.from_config

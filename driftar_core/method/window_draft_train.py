@@ -31,7 +31,7 @@ from driftar_core.config import Strict, validate
 from driftar_core.method.drift_decoder import DriftDecoder
 from driftar_core.method.window_draft import WindowDraft
 from driftar_core.sampling import cfg_per_token, draw_noise, generate
-from driftar_core.train.objective import OBJECTIVES, Metrics, TrainObjective
+from driftar_core.train.objective import Metrics, TrainObjective
 
 
 class WindowDraftMethodConfig(Strict):
@@ -153,6 +153,3 @@ class WindowDraftObjective(TrainObjective):
     def from_config(cls, run_config: Any, bundle: nn.Module) -> "WindowDraftObjective":
         return cls(bundle, validate(WindowDraftMethodConfig, run_config.method, where="method"),
                    seed=run_config.train.seed)
-
-
-OBJECTIVES["draft"] = WindowDraftObjective.from_config

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from driftar_core.bundle import CheckpointError, load_safetensors, save_safetensors
+from driftar_core.errors import CheckpointError
 from driftar_core.files import (IntegrityError, atomic_write_text, check_digest, file_record, make_temp_dir,
                                swap_dir, verify_records, with_digest)
+from driftar_core.weights import load_safetensors, save_safetensors
 
 FORMAT_VERSION = 1
 LATEST = "latest"

@@ -27,7 +27,7 @@ def build_dataset(name: str, *, split: str = "train", image_size: int = 16, root
     Falls back to the built-in classes while the plugin registry is not available.
     """
     try:
-        from driftar_core.registry import registries
+        from driftar_core.plugins import registries
         factory = registries().datasets.get(name)
     except (ImportError, AttributeError):
         factory = _builtin_datasets().get(name)

@@ -9,8 +9,8 @@ called the unwrapped module; METHOD.md D1).
     loss   = head.loss(tokens, z, loss_mask, E)         # MAR: DiffLoss on the masked tokens
            + out.aux_loss                               # NextStep-1: the text cross-entropy
 
-Objectives are pluggable without a registry: :data:`OBJECTIVES` maps ``RunConfig.recipe`` to a
-factory ``(run_config, bundle) -> TrainObjective``; the Drift-AR recipe adds its own entry.
+The recipe name -> objective table is ``driftar_core.train.recipes`` (above both this module and the
+Drift-AR objectives in ``driftar_core.method``, so nothing registers itself on import).
 """
 from __future__ import annotations
 
@@ -82,18 +82,3 @@ class BaselineObjective(TrainObjective):
 
 
 ObjectiveFactory = Callable[[Any, nn.Module], TrainObjective]
-
-# recipe name -> factory(run_config, bundle). Later code extends it: OBJECTIVES["drift"] = ...
-OBJECTIVES: dict[str, ObjectiveFactory] = {"baseline": BaselineObjective.from_config}
-
-
-def make_objective(run_config: Any, bundle: nn.Module) -> TrainObjective:
-    """The objective for ``run_config.recipe``; an unknown recipe fails with the known ones."""
-    name = run_config.recipe
-    if name == "drift":
-        import driftar_core.method.objective  # noqa: F401  (registers OBJECTIVES["drift"])
-    elif name == "draft":
-        import driftar_core.method.window_draft_train  # noqa: F401  (registers OBJECTIVES["draft"])
-    if name not in OBJECTIVES:
-        raise ConfigError(f"unknown training recipe {name!r} (recipe=...); known: {', '.join(sorted(OBJECTIVES))}")
-    return OBJECTIVES[name](run_config, bundle)

@@ -42,7 +42,7 @@ from driftar_core.train.checkpoint import (
 from driftar_core.train.data import StepData, build_dataset
 from driftar_core.train.ema import EMA
 from driftar_core.train.engine import Engine
-from driftar_core.train.objective import make_objective
+from driftar_core.train.recipes import make_objective
 from driftar_core.train.optim import build_optimizer, build_scheduler, clip_gradients
 from driftar_core.train.rundir import (
     BASE_COLUMNS,
@@ -113,7 +113,7 @@ def build_bundle(run_config: Any) -> nn.Module:
     then copied from the loaded target (Drift-AR starts from a trained backbone, METHOD.md 1.10).
     For the ``draft`` recipe, ``init_from`` is a trained Drift-AR model: everything but the draft loads.
     """
-    from driftar_core.registry import create_model
+    from driftar_core.factory import create_model
     from driftar_core.resolve import find_model_dir
     bundle = create_model(run_config.model.arch, **run_config.model.args)
     src = run_config.model.init_from

@@ -179,7 +179,7 @@ def _bundle_files(tmp: Path) -> list[str]:
 def _card_source(ref: str | None) -> Path | None:
     """Where the exported model's card lives: its model directory, or its zoo entry (None: neither)."""
     from driftar_core.bundle import CheckpointError
-    from driftar_core.registry import registries
+    from driftar_core.plugins import registries
     from driftar_core.resolve import find_model_dir
     if not ref:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from driftar_core.registry import create_model, list_models
+from driftar_core.factory import create_model, list_models
 from driftar_core.testing import BackboneConformance
 
 TINY = list_models(["mar_tiny*", "nextstep1_tiny*"])

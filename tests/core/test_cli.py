@@ -78,7 +78,7 @@ def test_sample_png_for_one_class_and_bad_inputs(saved_model, tmp_path, capsys):
 def test_imagefolder_dataset(tmp_path):
     from PIL import Image
 
-    from driftar_core.registry import registries
+    from driftar_core.plugins import registries
     for cls in ("cat", "dog"):
         (tmp_path / cls).mkdir()
         for i in range(2):

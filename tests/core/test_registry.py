@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from driftar_core.hookspecs import hookimpl
-from driftar_core.registry import (DuplicateNameError, Registry, UnknownNameError, list_models,
-                                   split_model_name_tag)
+from driftar_core.factory import list_models
+from driftar_core.registry import DuplicateNameError, Registry, UnknownNameError, split_model_name_tag
 
 
 def test_split_name_tag():
@@ -58,7 +58,7 @@ class _ToyBackbonePlugin:
 def test_backbone_presets_become_models(register_plugin):
     register_plugin(_ToyBackbonePlugin(), "toy-plugin")
     assert list_models("toy_*") == ["toy_big", "toy_small"]
-    from driftar_core.registry import registries
+    from driftar_core.plugins import registries
     arch = registries().models.get("toy_small")
     assert arch.backbone == "toy" and arch.preset == {"width": 4}
     assert registries().models.entry("toy_small").source == "toy-plugin"
@@ -67,7 +67,7 @@ def test_backbone_presets_become_models(register_plugin):
 def test_a_duplicate_backbone_fails_the_later_plugin_only(register_plugin, capsys):
     pm = register_plugin(_ToyBackbonePlugin(), "toy-plugin")
     register_plugin(_ToyBackbonePlugin(), "toy-plugin-2")
-    from driftar_core.registry import registries
+    from driftar_core.plugins import registries
     try:
         reg = registries()                                     # the clash isolates toy-plugin-2, nothing else
         assert reg.backbones.entry("toy").source == "toy-plugin" and "mar" in reg.backbones

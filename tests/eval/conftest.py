@@ -15,7 +15,7 @@ def evaluator_card():
 
 @pytest.fixture(scope="session")
 def evaluator(evaluator_card):
-    from driftar_core.zoo import load_evaluator
+    from driftar_core.pretrained import load_evaluator
     return load_evaluator(evaluator_card)
 
 

@@ -52,7 +52,8 @@ def test_recipe_command_lists_only_non_defaults():
 
 
 def test_training_writes_a_loadable_zoo_entry(tmp_path):
-    from driftar_core.zoo import load_card, load_evaluator
+    from driftar_core.pretrained import load_evaluator
+    from driftar_core.zoo import load_card
     model, metrics = train_evaluator(tmp_path, EvaluatorRecipe(epochs=1), EvaluatorConfig(width=4, feature_dim=8),
                                      log=None)
     card = load_card(tmp_path)

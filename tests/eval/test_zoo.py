@@ -8,7 +8,9 @@ import pytest
 
 from driftar_core.bundle import CheckpointError
 from driftar_core.hookspecs import hookimpl
-from driftar_core.zoo import ModelCard, load_card, load_evaluator, load_pretrained, save_card, sha256_file
+from driftar_core.files import sha256_file
+from driftar_core.pretrained import load_evaluator, load_pretrained
+from driftar_core.zoo import ModelCard, load_card, save_card
 
 REQUIRED = ["name", "arch", "tag", "weights", "sha256", "num_params", "metrics", "command", "dataset", "license",
             "created"]
@@ -122,7 +124,7 @@ def test_plugin_registers_every_shipped_card():
 
 def test_zoo_is_discovered_through_its_entry_point():
     # the installed driftar-zoo distribution, found via the `driftar` entry-point group
-    from driftar_core.registry import create_model, list_models
+    from driftar_core.factory import create_model, list_models
     assert "digits_evaluator.digits" in list_models(pretrained=True)
     assert "digits_evaluator.digits" in list_models("digits_*", pretrained=True)
     model = create_model("digits_evaluator.digits")
@@ -168,7 +170,7 @@ class _FakePlugin:
 def test_generator_card_loads_and_detects_corruption(tmp_path, register_plugin):
     import torch
 
-    from driftar_core.registry import create_model
+    from driftar_core.factory import create_model
     from driftar_core.zoo import make_card
     register_plugin(_FakePlugin(), "fake-zoo-test")
     bundle = create_model("fakebb_tiny", sampling={"num_iter": 5})

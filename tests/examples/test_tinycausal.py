@@ -4,6 +4,8 @@ speculative decoding from the documented contracts alone."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from cli_runner import run_cli
-from driftar_core.registry import create_model
+from driftar_core.factory import create_model
 from driftar_core.testing import BackboneConformance
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,12 +61,14 @@ def test_baseline_then_drift_then_speculative_sampling(tmp_path, capsys):
 
 
 def test_the_installed_distribution_is_discovered_through_its_entry_point(tmp_path):
+    src = tmp_path / "src"                                          # pip builds in the source tree: a copy
+    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--target", str(tmp_path / "site"), str(EXAMPLE)], check=True, capture_output=True)
+                    "--target", str(tmp_path / "site"), str(src)], check=True, capture_output=True)
     code = "import sys; from driftar_core.cli import main; main(sys.argv[1:])"
     env = {"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}
     res = subprocess.run([sys.executable, "-c", code, "plugins", "--json"], capture_output=True, text=True,
-                         env={**__import__("os").environ, **env}, timeout=120)
+                         env={**os.environ, **env}, timeout=120)
     assert res.returncode == 0, res.stderr
     info = {p["name"]: p for p in json.loads(res.stdout)}["tinycausal"]
     assert info["status"] == "loaded" and info["distribution"] == "driftar-tinycausal"

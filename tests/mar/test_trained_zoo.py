@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from driftar_core.data.digits import DigitsDataset
-from driftar_core.registry import create_model
+from driftar_core.factory import create_model
 
 
 def test_entropy_varies_across_positions_and_samples_on_the_trained_target():

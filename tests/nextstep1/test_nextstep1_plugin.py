@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from driftar_core.config import load_toml
-from driftar_core.registry import create_model, list_models, registries
+from driftar_core.factory import create_model, list_models
+from driftar_core.plugins import registries
 from driftar_nextstep1.build import official_key
 from driftar_nextstep1.text import WordTokenizer, class_prompt
 

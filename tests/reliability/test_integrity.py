@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from cli_runner import run_cli
 from driftar_core.bundle import CheckpointError, NonFiniteError, load_bundle
 from driftar_core.files import sha256_file
-from driftar_core.registry import registries
+from driftar_core.plugins import registries
 from driftar_core.train import train
 
 

@@ -20,7 +20,8 @@ from driftar_core.train.checkpoint import (
 from driftar_core.train.data import StepData
 from driftar_core.train.ema import EMA
 from driftar_core.train.engine import Engine
-from driftar_core.train.objective import OBJECTIVES, BaselineObjective, make_objective
+from driftar_core.train.objective import BaselineObjective
+from driftar_core.train.recipes import make_objective
 from driftar_core.train.optim import build_optimizer, param_groups, warmup_constant
 from driftar_core.train.rundir import MetricsLog
 from driftar_core.viz import grid_image
@@ -82,11 +83,9 @@ def test_objective_selection(fake_bundle, make_config):
         make_objective(cfg.model_copy(update={"recipe": "nope"}), fake_bundle)
     with pytest.raises(ConfigError, match="takes no method options"):
         make_objective(cfg.model_copy(update={"method": {"alpha0": 0.9}}), fake_bundle)
-    OBJECTIVES["custom"] = lambda run_config, bundle: BaselineObjective(bundle)   # later recipes extend it
-    try:
-        assert isinstance(make_objective(cfg.model_copy(update={"recipe": "custom"}), fake_bundle), BaselineObjective)
-    finally:
-        del OBJECTIVES["custom"]
+    custom = {"custom": lambda run_config, bundle: BaselineObjective(bundle)}       # a caller's own recipe
+    assert isinstance(make_objective(cfg.model_copy(update={"recipe": "custom"}), fake_bundle, extra=custom),
+                      BaselineObjective)
 
 
 def test_baseline_objective_loss_and_gradients(fake_bundle):

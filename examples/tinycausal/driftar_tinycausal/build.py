@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from driftar_core.bundle import ModelBundle
 from driftar_core.method.configs import SamplerSpec
-from driftar_core.registry import registries
+from driftar_core.plugins import registries
 
 from driftar_tinycausal.config import TinyCausalConfig
 from driftar_tinycausal.head import FlowHead
