@@ -23,7 +23,8 @@ from torch import nn
 
 from driftar_core.errors import CheckpointError, NonFiniteError  # noqa: F401  (re-exported)
 from driftar_core.files import (  # noqa: F401  (atomic writers re-exported)
-    IntegrityError, atomic_write_bytes, atomic_write_text, file_record, sha256_file, verify_records)
+    IntegrityError, atomic_write_bytes, atomic_write_text, file_record, read_json_object, sha256_file,
+    verify_records)
 from driftar_core.weights import (  # noqa: F401  (re-exported)
     check_finite, load_safetensors, load_state_strict, save_safetensors)
 
@@ -98,12 +99,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a model directory: {CONFIG} is missing")
-    try:
-        cfg = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); restore it or re-save the model") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path} must hold a JSON object, got {type(cfg).__name__}")
+    cfg = read_json_object(path, CheckpointError, "restore it or re-save the model")
     missing = [k for k in ("backbone", "config") if k not in cfg]
     if missing or not isinstance(cfg.get("config"), dict) or not isinstance(cfg.get("backbone"), str) \
             or not isinstance(cfg.get("arch", ""), str):

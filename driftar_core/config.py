@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from driftar_core.files import read_json_object
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -189,15 +191,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
                           "use a .toml or .json file")
     if path.suffix == ".toml":
         data = load_toml(path)
+    elif not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
     else:
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a table of settings at the top level, got {type(data).__name__}")
+        data = read_json_object(path, ConfigError, "a config file holds a table of settings")
     return data
 
 

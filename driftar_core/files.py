@@ -212,23 +212,30 @@ def confined(directory: str | Path, rel: str, where: str = "the manifest") -> Pa
 # -------------------------------------------------------------------------------------------------
 
 
+def _make_dir(directory: Path, option: str, target: Path) -> None:
+    """Create ``directory`` (the user gave ``option`` = ``target``) unless an ancestor is a file; it must
+    end up writable."""
+    for p in [directory, *directory.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise NotADirectoryError(f"{option} {target}: {p} is a file, not a directory; choose another path")
+            break
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"{option} {target}: cannot create {directory} ({e.strerror})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"{option} {target} is not writable (permission denied); choose another path")
+
+
 def check_writable_file(path: str | Path, option: str = "--out") -> Path:
     """Fail BEFORE any work when ``path`` cannot be written: a directory, a parent that is a file, no
     permission. Creates missing parent directories (nothing else)."""
     path = Path(path)
     if path.is_dir():
         raise PermissionError(f"{option} {path} is a directory; give a file name")
-    parent = path.parent
-    for p in [parent, *parent.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise NotADirectoryError(f"{option} {path}: {p} is a file, not a directory; choose another path")
-            break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PermissionError(f"{option} {path}: cannot create {parent} ({e.strerror})") from None
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    _make_dir(path.parent, option, path)
+    if path.exists() and not os.access(path, os.W_OK):
         raise PermissionError(f"{option} {path} is not writable (permission denied); choose another path")
     return path
 
@@ -236,18 +243,20 @@ def check_writable_file(path: str | Path, option: str = "--out") -> Path:
 def check_writable_dir(path: str | Path, option: str) -> Path:
     """Fail BEFORE any work when directory ``path`` cannot be created or written (creates it)."""
     path = Path(path)
-    for p in [path, *path.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise NotADirectoryError(f"{option} {path}: {p} is a file, not a directory; choose another path")
-            break
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PermissionError(f"{option} {path}: cannot create it ({e.strerror})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PermissionError(f"{option} {path} is not writable (permission denied); choose another path")
+    _make_dir(path, option, path)
     return path
+
+
+def read_json_object(path: Path, error: type[Exception], hint: str) -> dict[str, Any]:
+    """A JSON file that must hold an object; anything else raises ``error`` naming the file and ``hint``."""
+    import json
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not valid JSON ({e}); {hint}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} must hold a JSON object, got {type(data).__name__}; {hint}")
+    return data
 
 
 # -------------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_bad_config_values_fail_before_any_work(override, needle, tmp_path, caps
 
 
 @pytest.mark.parametrize("name, text, needle", [
-    ("bad.json", "{oops", "is not valid JSON"), ("list.json", "[1]", "a table of settings"),
+    ("bad.json", "{oops", "is not valid JSON"), ("list.json", "[1]", "must hold a JSON object"),
     ("run.yaml", "optim:\n  lr: 1\n", "use a .toml or .json file"), ("bad.toml", "[optim\n", "is not valid TOML"),
 ])
 def test_bad_config_files_are_clear_errors(name, text, needle, tmp_path, capsys):
