@@ -91,8 +91,13 @@ def driftar_register_models(register: Register) -> None:
 def driftar_register_recipes(register: Register) -> None:
     """Register training recipes (TOML files of :class:`driftar_core.config.RunConfig` values).
 
-    :param register: call ``register(backbone, name, path)``; ``driftar train --backbone B
-        --recipe NAME`` resolves it.
+    :param register: call ``register(backbone, name, path, *, after=None, loads="all", then=None,
+        applies=None)``; ``driftar train --backbone B --recipe NAME`` resolves it. ``after``: the recipe
+        whose run this one starts from (trained first when ``model.init_from`` is unset); ``loads``: what
+        it takes from that run (``"all"``, ``"backbone"``: then the backbone's ``DriftARSupport``
+        initialises phi and the draft, ``"all_but_draft"``); ``then``: the recipe trained after it from its
+        run, when that recipe's ``applies(model_config)`` is true. See
+        :class:`driftar_core.registry.RecipeSpec`.
     """
 
 

@@ -113,11 +113,29 @@ class BackboneSpec:
     drift: Any = None
 
 
+LOADS = ("all", "backbone", "all_but_draft")
+
+
 @dataclass
 class RecipeSpec:
+    """A training recipe: its TOML file and how it chains with the backbone's other recipes.
+
+    after: the recipe whose finished run this one starts from (``model.init_from``); ``driftar train``
+        runs that one first when ``model.init_from`` is unset (Drift-AR starts from a trained baseline).
+    loads: what it takes from ``model.init_from``: ``"all"`` (the whole bundle, strictly), ``"backbone"``
+        (tokenizer + backbone; then the backbone's declared ``DriftARSupport.init_components`` copies phi
+        and the draft from it), ``"all_but_draft"`` (everything but a draft trained afresh).
+    then: a recipe ``driftar train`` runs after this one, from its run, when that recipe ``applies``.
+    applies: ``(model config) -> bool``: whether the recipe applies to a model (None: always).
+    """
+
     backbone: str
     name: str
     path: Path
+    after: str | None = None
+    loads: str = "all"
+    then: str | None = None
+    applies: Callable[[Any], bool] | None = None
 
 
 @dataclass
@@ -159,9 +177,13 @@ class Registries:
         return register
 
     def recipe_callback(self, source: str) -> Callable[..., None]:
-        def register(backbone: str, name: str, path: str | Path, *, replace: bool = False) -> None:
-            self.recipes.register(f"{backbone}/{name}", RecipeSpec(backbone, name, Path(path)),
-                                  replace=replace, source=source)
+        def register(backbone: str, name: str, path: str | Path, *, after: str | None = None, loads: str = "all",
+                     then: str | None = None, applies: Callable[[Any], bool] | None = None,
+                     replace: bool = False) -> None:
+            if loads not in LOADS:
+                raise ValueError(f"recipe {backbone}/{name}: loads must be one of {LOADS}, got {loads!r}")
+            self.recipes.register(f"{backbone}/{name}", RecipeSpec(backbone, name, Path(path), after, loads, then,
+                                                                   applies), replace=replace, source=source)
         return register
 
     @staticmethod

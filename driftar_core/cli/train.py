@@ -40,8 +40,8 @@ def resolve_configs(backbone: str, recipe: str | None, config_file: str | None, 
 def check_grid_classes(cfg, model_cfg) -> None:
     """train.grid_classes are labels the model has (else the run would fail at its first sample grid)."""
     from driftar_core.config import ConfigError
-    classes = getattr(model_cfg, "class_num", None)
-    bad = [c for c in cfg.train.grid_classes if classes is not None and c >= classes]
+    classes = model_cfg.class_num                     # every model config declares it (docs/plugins.md)
+    bad = [c for c in cfg.train.grid_classes if c >= classes]
     if bad:
         raise ConfigError(f"train.grid_classes {bad} are not classes of this model (0..{classes - 1})")
 
@@ -99,26 +99,54 @@ def train(backbone: str, recipe: str | None, config_file: str | None, overrides:
     from driftar_core.plugins import registries
     from driftar_core.train import train as run_training
     check_writable_dir(cfg.train.runs_dir, "train.runs_dir")
-    # a Drift-AR model with a distilled draft (draft_type "window") gets a third stage: the draft recipe
-    distil = (cfg.recipe == "drift" and getattr(model_cfg, "draft_type", None) == "window"
-              and f"{backbone}/draft" in registries().recipes and resume is None)
-    stages = 2 + distil
-    if cfg.recipe == "drift" and cfg.model.init_from is None and resume is None:
-        # Drift-AR starts from a trained baseline: train it first (or pass --set model.init_from=...)
-        base_cfg, _ = resolve_configs(backbone, "baseline", None, stage_overrides(overrides, "baseline", cfg.recipe))
-        click.echo(f"[1/{stages}] training the {backbone} baseline (reuse one with --set model.init_from=RUN_DIR|ZOO_NAME)")
-        base_dir = run_training(base_cfg)
-        click.echo(f"baseline run directory: {base_dir}")
-        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"init_from": str(base_dir)})})
-        click.echo(f"[2/{stages}] Drift-AR from {base_dir}")
+    recipes = registries().recipes
+    spec = recipes.get(f"{cfg.backbone}/{cfg.recipe}")
+    before = [] if resume is not None or cfg.model.init_from is not None else earlier_stages(recipes, spec)
+    after = [] if resume is not None else later_stages(recipes, spec, model_cfg)
+    total, stage = len(before) + 1 + len(after), 1
+    prev = None
+    for name in before:                              # e.g. the baseline Drift-AR starts from
+        stage_cfg, _ = resolve_configs(backbone, name, None, stage_overrides(overrides, name, cfg.recipe)
+                                       + ((f"model.init_from={prev}",) if prev else ()))
+        click.echo(f"[{stage}/{total}] training the {backbone} {name} recipe (reuse a trained one with "
+                   f"--set model.init_from=RUN_DIR|ZOO_NAME)")
+        prev, stage = run_training(stage_cfg), stage + 1
+        click.echo(f"{name} run directory: {prev}")
+    if prev is not None:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"init_from": str(prev)})})
+        click.echo(f"[{stage}/{total}] {cfg.recipe} from {prev}")
     run_dir = run_training(cfg, resume=resume)
     click.echo(f"run directory: {run_dir}")
-    if distil:
-        draft_cfg, _ = resolve_configs(backbone, "draft", None, stage_overrides(overrides, "draft", cfg.recipe)
+    for name in after:                               # e.g. the window draft distilled from the Drift-AR model
+        stage += 1
+        stage_cfg, _ = resolve_configs(backbone, name, None, stage_overrides(overrides, name, cfg.recipe)
                                        + (f"model.init_from={run_dir}",))
-        click.echo(f"[{stages}/{stages}] distilling the draft of {run_dir} (driftar train --recipe draft)")
-        run_dir = run_training(draft_cfg)
+        click.echo(f"[{stage}/{total}] {name} from {run_dir} (driftar train --recipe {name})")
+        run_dir = run_training(stage_cfg)
         click.echo(f"run directory: {run_dir}")
+
+
+def earlier_stages(recipes, spec) -> list[str]:
+    """The recipes to train before ``spec`` (its ``after`` chain), first first."""
+    chain, seen = [], {spec.name}
+    while spec.after is not None:
+        if spec.after in seen:
+            raise click.ClickException(f"the recipes of {spec.backbone} name each other in a loop: {sorted(seen)}")
+        seen.add(spec.after)
+        spec = recipes.get(f"{spec.backbone}/{spec.after}")
+        chain.insert(0, spec.name)
+    return chain
+
+
+def later_stages(recipes, spec, model_cfg) -> list[str]:
+    """The recipes to train after ``spec`` (its ``then`` chain) that apply to the model."""
+    chain = []
+    while spec.then is not None and spec.then not in chain:
+        spec = recipes.get(f"{spec.backbone}/{spec.then}")
+        if spec.applies is not None and not spec.applies(model_cfg):
+            break
+        chain.append(spec.name)
+    return chain
 
 
 # keys that name what ONE stage is or starts from: an unprefixed --set of them reaches the requested recipe only

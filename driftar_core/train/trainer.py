@@ -108,13 +108,18 @@ def resolved_config(run_config: Any, bundle: nn.Module) -> dict[str, Any]:
 def build_bundle(run_config: Any) -> nn.Module:
     """``create_model(model.arch, **model.args)``, then ``model.init_from`` weights (bundle or run dir).
 
-    For the ``drift`` recipe, ``init_from`` is the trained BASELINE: its tokenizer and backbone load
-    strictly, its head (a different one) is dropped, and the drift components (frozen phi, draft) are
-    then copied from the loaded target (Drift-AR starts from a trained backbone, METHOD.md 1.10).
-    For the ``draft`` recipe, ``init_from`` is a trained Drift-AR model: everything but the draft loads.
+    What loads is the recipe's declared ``loads`` (``driftar_core.registry.RecipeSpec``): ``"all"``;
+    ``"backbone"`` (Drift-AR from a trained BASELINE: its tokenizer and backbone load strictly, its head,
+    a different one, is dropped, and the drift components (frozen phi, draft) are then copied from the
+    loaded target, METHOD.md 1.10); ``"all_but_draft"`` (a draft distilled afresh from a trained model).
     """
     from driftar_core.factory import create_model
+    from driftar_core.plugins import registries
+    from driftar_core.registry import RecipeSpec
     from driftar_core.resolve import find_model_dir
+    recipes = registries().recipes
+    key = f"{run_config.backbone}/{run_config.recipe}"
+    spec = recipes.get(key) if key in recipes else RecipeSpec(run_config.backbone, run_config.recipe, Path())
     bundle = create_model(run_config.model.arch, **run_config.model.args)
     src = run_config.model.init_from
     if src:
@@ -124,11 +129,11 @@ def build_bundle(run_config: Any) -> nn.Module:
             weights = load_safetensors(model_dir / "model.safetensors")
         else:
             weights = create_model(src).state_dict()            # a zoo name (arch.tag)
-        if run_config.recipe == "draft":                         # a trained Drift-AR model; a fresh draft
+        if spec.loads == "all_but_draft":                        # a trained model; a fresh draft
             own = {k: v for k, v in bundle.state_dict().items() if k.startswith("draft.")}
             weights = {**{k: v for k, v in weights.items() if not k.startswith("draft.")}, **own}
             load_state_strict(bundle, weights, f"model.init_from={src} (all but the draft)")
-        elif run_config.recipe == "drift":
+        elif spec.loads == "backbone":                           # a trained baseline's backbone
             from driftar_core.method.objective import prepare_drift
             keep = ("backbone.", "tokenizer.")
             own = {k: v for k, v in bundle.state_dict().items() if not k.startswith(keep)}
@@ -137,14 +142,11 @@ def build_bundle(run_config: Any) -> nn.Module:
             prepare_drift(bundle)
         else:
             load_state_strict(bundle, weights, f"model.init_from={src}")
-    elif run_config.recipe == "drift":
+    elif spec.after is not None:
         from driftar_core.config import ConfigError
-        raise ConfigError("the drift recipe starts from a trained baseline: set model.init_from to a baseline "
-                          "run directory or zoo name (driftar train --backbone mar does this for you)")
-    elif run_config.recipe == "draft":
-        from driftar_core.config import ConfigError
-        raise ConfigError("the draft recipe distils the draft of a trained Drift-AR model: set model.init_from to "
-                          "a drift run directory or zoo name (driftar train --backbone nextstep1 does this for you)")
+        raise ConfigError(f"the {spec.name} recipe starts from a trained {spec.after} model: set model.init_from to a "
+                          f"{spec.after} run directory or zoo name (driftar train --backbone {spec.backbone} "
+                          f"--recipe {spec.name} trains it first for you)")
     return bundle
 
 
