@@ -184,6 +184,10 @@ def run_attempt(a: Attempt, ctx: Ctx, workdir: Path, keep: bool = False) -> Reco
             left = checks.temporaries(tmp) + _partial_outputs(tmp, argv, before_list, before_out)
             if left:
                 notes.append(f"after the kill: {', '.join(left[:4])}")
+            # data loss is what the KILL did: the next start is the user re-running the command, which may
+            # rightly replace its own earlier output (an export over its bundle), so it is judged before it
+            lost += checks.lost_files(tmp, before_snap)
+            before_snap = checks.snapshot(tmp, precious)
             nxt = a.next_start(tmp, ctx) if callable(a.next_start) else a.next_start
             res = execute(nxt, tmp, a.timeout)
             notes.append(f"next start: {' '.join(nxt[:2])} ... exit {res.exit_code}")
