@@ -21,14 +21,12 @@ def _recorded_step(model_dir: Path) -> int | None:
 
 
 def _latest_checkpoint(run: Path) -> Path | None:
-    latest = run / "checkpoints" / "latest"
-    if not latest.is_file():
+    """The complete checkpoint ``checkpoints/latest`` names (weights and state.json present), or None."""
+    from driftar_core.train.checkpoint import latest_step_dir
+    step_dir = latest_step_dir(run / "checkpoints")
+    if step_dir is None or not (step_dir / "model.safetensors").is_file() or not (step_dir / "state.json").is_file():
         return None
-    try:
-        step_dir = run / "checkpoints" / latest.read_text().strip()
-    except UnicodeDecodeError:
-        return None
-    return step_dir if (step_dir / "model.safetensors").is_file() and (step_dir / "state.json").is_file() else None
+    return step_dir
 
 
 def find_model_dir(ref: str | Path, say: Callable[[str], None] | None = None) -> Path | None:

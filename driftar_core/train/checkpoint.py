@@ -169,14 +169,23 @@ class Checkpoint:
         return self.path.parent.parent
 
 
-def _follow_latest(checkpoints: Path) -> Path:
+def latest_step_dir(checkpoints: Path) -> Path | None:
+    """The step directory ``checkpoints/latest`` names, or None (no pointer, or one that does not name a
+    ``step-XXXXXXX`` directory there: damaged or edited)."""
     pointer = checkpoints / LATEST
     try:
         name = pointer.read_text().strip()
-    except UnicodeDecodeError:
-        name = ""
+    except (OSError, UnicodeDecodeError):
+        return None
     target = checkpoints / name
-    if not re.fullmatch(r"step-\d{7}", name) or not target.is_dir():
+    return target if re.fullmatch(r"step-\d{7}", name) and target.is_dir() else None
+
+
+def _follow_latest(checkpoints: Path) -> Path:
+    target = latest_step_dir(checkpoints)
+    if target is None:
+        pointer = checkpoints / LATEST
+        name = pointer.read_bytes()[:40].decode(errors="replace").strip() if pointer.is_file() else ""
         raise CheckpointError(f"{pointer} points at {name!r}, which is not a checkpoint directory; "
                               f"pass a step directory under {checkpoints} explicitly")
     return target
