@@ -89,7 +89,6 @@ def default_card(bundle: ModelBundle) -> str:
 
 
 # -------------------------------------------------------------------------------------------------
-# -------------------------------------------------------------------------------------------------
 # Loading
 # -------------------------------------------------------------------------------------------------
 
@@ -127,12 +126,13 @@ def build_from_config(cfg: dict[str, Any], **overrides: Any) -> ModelBundle:
     return bundle
 
 
-def verify_model_dir(directory: str | Path, weights: str = WEIGHTS) -> str:
+def verify_model_dir(directory: str | Path, weights: str = WEIGHTS, cfg: dict[str, Any] | None = None) -> str:
     """Check the weights of a model directory against the hash recorded for them; returns what vouched.
 
     The records, first found wins: ``state.json`` (a training checkpoint: every file), ``card.json``
     (a zoo entry), ``config.json``'s ``files`` (any bundle driftar saved). A directory with none of them
-    (saved by an older driftar) loads with a note that nothing could be verified.
+    (saved by an older driftar) loads with a note that nothing could be verified. ``cfg``: the directory's
+    config.json when the caller has read it already.
     """
     directory = Path(directory)
     if (directory / "state.json").is_file():
@@ -148,7 +148,7 @@ def verify_model_dir(directory: str | Path, weights: str = WEIGHTS) -> str:
         if card.weights_path.resolve() == (directory / weights).resolve():
             verify_weights(card, read=False)
             return "card.json"
-    files = read_config(directory).get("files")
+    files = (cfg if cfg is not None else read_config(directory)).get("files")
     if isinstance(files, dict) and weights in files:
         try:
             verify_records(directory, {weights: files[weights]}, f"{directory / CONFIG}")
@@ -163,7 +163,7 @@ def load_bundle(directory: str | Path, weights: str = WEIGHTS, *, say: Any = Non
     Sampling-only overrides (e.g. num_iter) are allowed. ``say``: where a note goes (no hash to check)."""
     directory = Path(directory)
     cfg = read_config(directory)
-    if not verify_model_dir(directory, weights) and say is not None:
+    if not verify_model_dir(directory, weights, cfg) and say is not None:
         say(f"note: {directory} records no hash of {weights} (saved by an older driftar); it was not verified")
     bundle = build_from_config(cfg, **overrides)
     sd = load_safetensors(directory / weights)

@@ -63,7 +63,7 @@ class ModelSection(Strict):
 class DataSection(Strict):
     dataset: str = "digits"                     # registry name (``driftar plugins`` lists them)
     root: str | None = None                     # ImageFolder root for user data
-    image_size: int = Field(16, ge=1)           # digits are 8x8, upsampled bilinearly (DESIGN.md)
+    image_size: int = Field(16, ge=1)           # digits are 8x8, upsampled bilinearly (driftar_core/data/digits.py)
     batch_size: int = Field(64, ge=1)           # per process
     num_workers: int = Field(0, ge=0)           # the digits fit in memory; workers only cost start-up
 

@@ -6,11 +6,11 @@ card schema and the check; this module builds the models, so it sits above the b
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from driftar_core.errors import CheckpointError
+from driftar_core.files import read_json_object
 from driftar_core.zoo import DEFAULT_EVALUATOR, ModelCard, resolve_card, verify_weights
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,7 +30,7 @@ def _load_state(data: bytes, card: ModelCard) -> dict[str, Any]:
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path.parent} is not a model directory: {path.name} is missing")
-    return json.loads(path.read_text())
+    return read_json_object(path, CheckpointError, "restore it (reinstall the distribution that ships it)")
 
 
 def load_pretrained(card: ModelCard, **overrides: Any) -> "ModelBundle | DigitsClassifier":

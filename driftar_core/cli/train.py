@@ -52,16 +52,14 @@ def resume_configs(backbone: str, recipe: str | None, config_file: str | None, o
     ``--config`` and ``--set`` on top (explicit, validated, and printed)."""
     from driftar_core.bundle import CheckpointError
     from driftar_core.config import RunConfig, deep_update, load_config_file, parse_overrides, validate
+    from driftar_core.files import read_json_object
     from driftar_core.plugins import registries
     from driftar_core.registry import resolve_model_config
     from driftar_core.train.checkpoint import resolve_resume
     probe, _ = resolve_configs(backbone, recipe, None, overrides)    # runs_dir / name for 'latest'
     step_dir = resolve_resume(resume, probe.train.runs_dir, probe.backbone, probe.train.name)
     saved_path = step_dir.parent.parent / "config.json"
-    try:
-        saved = json.loads(saved_path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot resume: the run's resolved config {saved_path} is unreadable ({e})") from None
+    saved = read_json_object(saved_path, CheckpointError, "cannot resume without the run's resolved config")
     data = deep_update(saved, load_config_file(config_file)) if config_file else saved
     data = deep_update(data, parse_overrides(overrides))
     cfg = validate(RunConfig, data)
@@ -85,14 +83,13 @@ def train(backbone: str, recipe: str | None, config_file: str | None, overrides:
           resume: str | None, print_config: bool) -> None:
     """Train a model on the bundled digits (or data.dataset=imagefolder data.root=DIR)."""
     from driftar_core.files import check_writable_dir
+    main, _ = resolve_recipe(backbone, recipe)
+    own = stage_overrides(overrides, main, main)
     if resume is not None:
-        main, _ = resolve_recipe(backbone, recipe)
-        cfg, model_cfg, step_dir = resume_configs(backbone, recipe, config_file,
-                                                  stage_overrides(overrides, main, main), resume)
+        cfg, model_cfg, step_dir = resume_configs(backbone, recipe, config_file, own, resume)
         resume = str(step_dir)
     else:
-        main, _ = resolve_recipe(backbone, recipe)
-        cfg, model_cfg = resolve_configs(backbone, recipe, config_file, stage_overrides(overrides, main, main))
+        cfg, model_cfg = resolve_configs(backbone, recipe, config_file, own)
     if print_config:
         click.echo(json.dumps({"run": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json")}, indent=2))
         return

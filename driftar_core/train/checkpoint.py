@@ -207,8 +207,8 @@ def prune_checkpoints(checkpoints: Path, keep: int) -> list[Path]:
     if keep <= 0 or not checkpoints.is_dir():
         return []
     steps = sorted(p for p in checkpoints.iterdir() if p.is_dir() and re.fullmatch(r"step-\d{7}", p.name))
-    latest = (checkpoints / LATEST).read_text().strip() if (checkpoints / LATEST).is_file() else None
-    doomed = [p for p in steps[:-keep] if p.name != latest]
+    latest = latest_step_dir(checkpoints)
+    doomed = [p for p in steps[:-keep] if latest is None or p.name != latest.name]
     for p in doomed:
         shutil.rmtree(p, ignore_errors=True)
     return doomed

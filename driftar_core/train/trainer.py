@@ -84,7 +84,7 @@ def train(run_config: Any, bundle: nn.Module | None = None, resume: str | None =
         return trainer.fit()
     finally:
         torch.set_num_threads(threads)         # train.threads is for this run, not the caller's process
-        if trainer is not None and getattr(trainer, "lock", None) is not None:
+        if trainer is not None and trainer.lock is not None:
             trainer.lock.release()
         engine.close()
 
@@ -111,7 +111,7 @@ def build_bundle(run_config: Any) -> nn.Module:
     What loads is the recipe's declared ``loads`` (``driftar_core.registry.RecipeSpec``): ``"all"``;
     ``"backbone"`` (Drift-AR from a trained BASELINE: its tokenizer and backbone load strictly, its head,
     a different one, is dropped, and the drift components (frozen phi, draft) are then copied from the
-    loaded target, METHOD.md 1.10); ``"all_but_draft"`` (a draft distilled afresh from a trained model).
+    loaded target, docs/method.md "Two-phase training"); ``"all_but_draft"`` (a draft distilled afresh from a trained model).
     """
     from driftar_core.factory import create_model
     from driftar_core.plugins import registries
@@ -175,6 +175,7 @@ class Trainer:
     def __init__(self, cfg: Any, engine: Engine, bundle: nn.Module | None, ckpt: Checkpoint | None,
                  progress: bool | None):
         self.cfg, self.engine, t = cfg, engine, cfg.train
+        self.lock: RunLock | None = None            # rank 0 holds the run directory's lock (_open_run_dir)
         if t.threads:
             torch.set_num_threads(t.threads)
         seed_everything(t.seed)                    # identical initialisation on every rank

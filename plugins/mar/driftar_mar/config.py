@@ -49,7 +49,7 @@ class MARConfig(Strict):
     """The whole MAR model. Validated on load; unknown keys fail (extra="forbid")."""
 
     # tokenizer (the ``patch`` tokenizer; real runs use the KL-16 VAE latent, 16x16x16 at 256 px)
-    img_size: int = Field(16, ge=1)         # digits upsampled 8 -> 16 (DESIGN.md "Data")
+    img_size: int = Field(16, ge=1)         # digits upsampled 8 -> 16 (driftar_core/data/digits.py)
     channels: int = Field(1, ge=1)          # grey digits; 16 for a KL-16 latent
     patch_size: int = Field(2, ge=1)        # 2x2 patches -> L = 64 tokens of c = 4 channels
     token_scale: float = Field(1.0, gt=0)   # tokens = patches * scale; KL-16 latents use 0.2325

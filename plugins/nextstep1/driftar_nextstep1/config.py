@@ -42,7 +42,7 @@ class NextStep1Config(Strict):
     """The whole NextStep-1 model. Validated on load; unknown keys fail (extra="forbid")."""
 
     # tokenizer (the ``patch`` tokenizer; real runs use the f8ch16 VAE latent, 2x2-patchified to c = 64)
-    img_size: int = Field(16, ge=1)         # digits upsampled 8 -> 16 (DESIGN.md "Data")
+    img_size: int = Field(16, ge=1)         # digits upsampled 8 -> 16 (driftar_core/data/digits.py)
     channels: int = Field(1, ge=1)          # grey digits; 16 for the f8ch16 latent
     patch_size: int = Field(2, ge=1)        # 2x2 patches -> L = 64 tokens of c = 4 channels
     token_scale: float = Field(1.0, gt=0)   # tokens = patches * scale (a latent scale slot; 1.0 for pixels)
