@@ -49,7 +49,7 @@ def run(bundle_dir: str, num: int, cls: tuple[int, ...], out: str, batch_size: i
 
     from driftar_core.files import check_writable_file
     from driftar_core.viz import save_grid, to_uint8
-    from driftar_export.runtime.runner import NonFiniteError, Runner
+    from driftar_export.runtime.runner import Runner
 
     suffix = Path(out).suffix.lower()
     if suffix not in (".png", ".npz"):
@@ -84,7 +84,7 @@ def run(bundle_dir: str, num: int, cls: tuple[int, ...], out: str, batch_size: i
     t0 = time.perf_counter()
     try:
         results = [runner.sample(y, generator=g, **overrides) for y in chunks]
-    except (ValueError, NonFiniteError) as e:
+    except ValueError as e:                                  # NonFiniteError and ConfigError included
         raise click.ClickException(str(e)) from None
     seconds = time.perf_counter() - t0
     images = torch.cat([r.images for r in results])

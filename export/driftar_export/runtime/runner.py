@@ -27,24 +27,14 @@ OVERRIDABLE = {"plain": {"num_iter", "cfg", "cfg_schedule", "temperature"},
                                "entropy_ema_init", "entropy_ema_decay"}}
 
 
-# (lowest value, strictly above it?) of each numeric setting; every one must be a finite number
-BOUNDS = {"num_iter": (1, False), "cfg": (0, False), "temperature": (0, True), "draft_len": (0, False),
-          "tau0": (0, False), "kappa": (0, False)}
-
-
 def check_settings(settings: dict[str, Any]) -> None:
-    """Sampler settings are finite and in range (counts are integers) before any graph runs."""
-    import math
-    for key, (low, strict) in BOUNDS.items():
-        v = settings.get(key)
-        if v is None:
-            continue
-        count = key in ("num_iter", "draft_len")
-        ok = (isinstance(v, (int, np.integer)) if count else isinstance(v, (int, float, np.number))) \
-            and not isinstance(v, bool) and math.isfinite(v) and (v > low if strict else v >= low)
-        if not ok:
-            raise ValueError(f"{key} must be {'an integer' if count else 'a finite number'} "
-                             f"{'>' if strict else '>='} {low}, got {v!r}")
+    """Sampler settings are valid before any graph runs, by the config models that hold their bounds
+    (SamplingConfig, SpeculativeConfig: finite, counts >= 1 or 0, temperature > 0, ...)."""
+    from driftar_core.config import SamplingConfig, validate
+    from driftar_core.method.configs import SpeculativeConfig
+    for model in (SamplingConfig, SpeculativeConfig):
+        validate(model, {k: v for k, v in settings.items() if k in model.model_fields and v is not None},
+                 where="sampler")
 
 
 @dataclass
