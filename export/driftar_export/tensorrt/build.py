@@ -22,7 +22,6 @@ the manifest's ``tensorrt.stamp`` records both, and ``runtime.py`` refuses a mis
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -159,7 +158,7 @@ def build_engines(directory: str | Path, options: TensorRTOptions | None = None,
         engine, timing = build_engine(trt, onnx_path, graph, options, strongly_typed, timing, logger)
         path = engines_dir / f"{role}.engine"
         atomic_write_bytes(path, engine)
-        engines[role] = {"file": f"engines/{path.name}", "sha256": hashlib.sha256(engine).hexdigest(),
+        engines[role] = {"file": f"engines/{path.name}",            # its size + sha256: manifest "files"
                          "onnx": str(onnx_path.relative_to(directory)), "profile": profile_shapes(graph)}
         written += [engines[role]["file"], *([engines[role]["onnx"]] if onnx_path.parent == engines_dir else [])]
         log(f"built {role:14s} -> {path} ({len(engine) / 2**20:.1f} MiB)")
