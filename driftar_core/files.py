@@ -24,9 +24,9 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-TEMP_TAG = ".tmp-"              # every temporary driftar makes has ".<name>.tmp-<pid>-..." as its name
+# every temporary driftar makes is named ".<name>.tmp-<pid>-..." (".old-" while a directory is swapped out)
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:-.*)?$")
 
 
@@ -303,6 +303,3 @@ class RunLock:
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
-
-def listed(paths: Iterable[str | Path]) -> str:
-    return ", ".join(str(p) for p in paths)

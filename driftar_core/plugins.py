@@ -124,26 +124,28 @@ class DriftarPluginManager(pluggy.PluginManager):
         registries are rebuilt without it."""
         while True:
             reg = Registries()
-            hooks: list[tuple[str, Any]] = [
-                ("driftar_register_tokenizers", lambda src: reg.named_callback(reg.tokenizers, src)),
-                ("driftar_register_datasets", lambda src: reg.named_callback(reg.datasets, src)),
-                ("driftar_register_heads", lambda src: reg.named_callback(reg.heads, src)),
-                ("driftar_register_backbones", reg.backbone_callback),
-                ("driftar_register_models", reg.card_callback),
-                ("driftar_register_recipes", reg.recipe_callback),
-                ("driftar_register_exporters", lambda src: reg.named_callback(reg.exporters, src)),
-            ]
-            try:
-                for hook_name, make_callback in hooks:
-                    for src, function in self.active_impls(hook_name):
-                        try:
-                            function(make_callback(src))
-                        except Exception as e:
-                            self.isolate(src, f"raised in {hook_name}", e)
-                            raise _Rebuild from None
-            except _Rebuild:
-                continue
-            return reg
+            if self._fill(reg):
+                return reg
+
+    def _fill(self, reg: Registries) -> bool:
+        """Run the registration hooks into ``reg``; False (and the plugin isolated) when one raised."""
+        hooks: list[tuple[str, Any]] = [
+            ("driftar_register_tokenizers", lambda src: reg.named_callback(reg.tokenizers, src)),
+            ("driftar_register_datasets", lambda src: reg.named_callback(reg.datasets, src)),
+            ("driftar_register_heads", lambda src: reg.named_callback(reg.heads, src)),
+            ("driftar_register_backbones", reg.backbone_callback),
+            ("driftar_register_models", reg.card_callback),
+            ("driftar_register_recipes", reg.recipe_callback),
+            ("driftar_register_exporters", lambda src: reg.named_callback(reg.exporters, src)),
+        ]
+        for hook_name, make_callback in hooks:
+            for src, function in self.active_impls(hook_name):
+                try:
+                    function(make_callback(src))
+                except Exception as e:
+                    self.isolate(src, f"raised in {hook_name}", e)
+                    return False
+        return True
 
     # --- reporting ----------------------------------------------------------------------------
     def describe(self) -> list[PluginInfo]:
@@ -160,10 +162,6 @@ class DriftarPluginManager(pluggy.PluginManager):
             contributed = {k: [e.name for e in r.entries() if e.source == name] for k, r in kinds.items()}
             infos.append(PluginInfo(name, dist, version, hooks, {k: v for k, v in contributed.items() if v}))
         return infos
-
-
-class _Rebuild(Exception):
-    """A plugin was isolated while the registries were being built: build them again without it."""
 
 
 # the distributions of this repository load first (core first), so a third party's clash with a
