@@ -60,8 +60,9 @@ def sample(checkpoint: str, num: int, cls: tuple[int, ...], per_class: int | Non
         counts = res.counts
         extras.append(res.counts.extra)
     imgs = torch.cat(images)
-    if not bool(torch.isfinite(imgs).all()):
-        raise NonFiniteError(f"sampling produced NaN or inf pixels in {int((~torch.isfinite(imgs)).flatten(1).any(1).sum())} "
+    bad = int((~torch.isfinite(imgs)).flatten(1).any(1).sum())           # images with a NaN / inf pixel
+    if bad:
+        raise NonFiniteError(f"sampling produced NaN or inf pixels in {bad} "
                              f"of {len(imgs)} images; nothing was written to {out}. The model or a sampling setting "
                              "is broken (try the model's defaults, or an earlier checkpoint)")
     if suffix == ".npz":
