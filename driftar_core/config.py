@@ -46,12 +46,26 @@ class SamplingConfig(Strict):
     temperature: float = Field(1.0, gt=0)       # MAR: multiplies the per-step noise of the head
 
 
-def with_sampling_defaults(value: object, defaults: SamplingConfig) -> object:
-    """A partial sampling override ({"temperature": 1.2}) keeps a model's other sampling defaults (cfg,
-    num_iter, ...) instead of SamplingConfig's generic ones; for a ``field_validator(mode="before")``."""
+def with_defaults(value: object, defaults: BaseModel) -> object:
+    """A partial override of a sub-section keeps the model's own defaults of that section.
+
+    ``{"temperature": 1.2}`` for ``sampling`` keeps the model's cfg and num_iter, not SamplingConfig's
+    generic ones; nested sections merge the same way. A nested section whose ``kind`` changes (a
+    window draft instead of a layer draft) starts from that kind's own defaults. For a
+    ``field_validator(mode="before")`` of the model config.
+    """
     if isinstance(value, dict):
-        return {**defaults.model_dump(), **value}
+        return _merge_kinds(defaults.model_dump(), value)
     return value
+
+
+def _merge_kinds(base: Any, update: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(base, dict) or ("kind" in update and base.get("kind", update["kind"]) != update["kind"]):
+        return copy.deepcopy(update)
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        out[key] = _merge_kinds(out.get(key), value) if isinstance(value, dict) else copy.deepcopy(value)
+    return out
 
 
 class ModelSection(Strict):

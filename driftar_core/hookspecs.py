@@ -92,12 +92,24 @@ def driftar_register_recipes(register: Register) -> None:
     """Register training recipes (TOML files of :class:`driftar_core.config.RunConfig` values).
 
     :param register: call ``register(backbone, name, path, *, after=None, loads="all", then=None,
-        applies=None)``; ``driftar train --backbone B --recipe NAME`` resolves it. ``after``: the recipe
+        applies=None, objective=None, default=False)``; ``driftar train --backbone B --recipe NAME``
+        resolves it, ``default=True`` makes it what ``driftar train --backbone B`` runs, ``objective``
+        names the registered training objective it runs (default: the recipe's own name). ``after``: the recipe
         whose run this one starts from (trained first when ``model.init_from`` is unset); ``loads``: what
         it takes from that run (``"all"``, ``"backbone"``: then the backbone's ``DriftARSupport``
         initialises phi and the draft, ``"all_but_draft"``); ``then``: the recipe trained after it from its
         run, when that recipe's ``applies(model_config)`` is true. See
         :class:`driftar_core.registry.RecipeSpec`.
+    """
+
+
+@hookspec
+def driftar_register_objectives(register: Register) -> None:
+    """Register training objectives: ``register(name, factory)`` with ``factory(run_config, bundle) ->
+    driftar_core.train.objective.TrainObjective`` (an ``nn.Module``: (images, labels) -> (loss, metrics)).
+    A recipe runs the objective it names (``objective=``). The core registers ``baseline`` (the
+    backbone's own head loss), ``drift`` (Drift-AR, Eq. 9-10) and ``draft`` (the window draft's
+    distillation).
     """
 
 

@@ -137,6 +137,7 @@ class DriftarPluginManager(pluggy.PluginManager):
             ("driftar_register_models", reg.card_callback),
             ("driftar_register_recipes", reg.recipe_callback),
             ("driftar_register_exporters", lambda src: reg.named_callback(reg.exporters, src)),
+            ("driftar_register_objectives", lambda src: reg.named_callback(reg.objectives, src)),
         ]
         for hook_name, make_callback in hooks:
             for src, function in self.active_impls(hook_name):
@@ -152,7 +153,7 @@ class DriftarPluginManager(pluggy.PluginManager):
         reg = self.registries
         kinds = {"tokenizers": reg.tokenizers, "datasets": reg.datasets, "heads": reg.heads,
                  "backbones": reg.backbones, "models": reg.models, "pretrained": reg.cards,
-                 "recipes": reg.recipes, "exporters": reg.exporters}
+                 "recipes": reg.recipes, "exporters": reg.exporters, "objectives": reg.objectives}
         infos = []
         for name, plugin in self.list_name_plugin():
             if plugin is None or name in self.isolated:

@@ -127,6 +127,10 @@ class RecipeSpec:
         and the draft from it), ``"all_but_draft"`` (everything but a draft trained afresh).
     then: a recipe ``driftar train`` runs after this one, from its run, when that recipe ``applies``.
     applies: ``(model config) -> bool``: whether the recipe applies to a model (None: always).
+    objective: the registered training objective it runs (``driftar_register_objectives``: the core has
+        ``baseline``, ``drift`` and ``draft``); None = the objective of the recipe's own name.
+    default: ``driftar train --backbone B`` without ``--recipe`` runs this one (at most one per backbone;
+        a backbone with a single recipe needs no flag).
     """
 
     backbone: str
@@ -136,6 +140,12 @@ class RecipeSpec:
     loads: str = "all"
     then: str | None = None
     applies: Callable[[Any], bool] | None = None
+    objective: str | None = None
+    default: bool = False
+
+    @property
+    def objective_name(self) -> str:
+        return self.objective or self.name
 
 
 @dataclass
@@ -160,6 +170,21 @@ class Registries:
         self.cards: Registry[Any] = Registry("pretrained model")
         self.recipes: Registry[RecipeSpec] = Registry("recipe")
         self.exporters: Registry[Callable[..., Any]] = Registry("exporter")
+        self.objectives: Registry[Callable[..., Any]] = Registry("training objective")
+
+    def backbone_recipes(self, backbone: str) -> list[RecipeSpec]:
+        return [e.value for e in self.recipes.entries() if e.value.backbone == backbone]
+
+    def default_recipe(self, backbone: str) -> RecipeSpec:
+        """What ``driftar train --backbone B`` runs without ``--recipe``: the recipe registered with
+        ``default=True``, else the backbone's only recipe; a clear error otherwise."""
+        recipes = self.backbone_recipes(backbone)
+        chosen = [r for r in recipes if r.default] or (recipes if len(recipes) == 1 else [])
+        if not chosen:
+            names = ", ".join(r.name for r in recipes) or "none"
+            raise UnknownNameError(f"backbone {backbone!r} declares no default recipe; pass --recipe "
+                                   f"(registered: {names})")
+        return chosen[0]
 
     # register callbacks handed to the hooks -------------------------------------------------
     def backbone_callback(self, source: str) -> Callable[..., None]:
@@ -179,11 +204,16 @@ class Registries:
     def recipe_callback(self, source: str) -> Callable[..., None]:
         def register(backbone: str, name: str, path: str | Path, *, after: str | None = None, loads: str = "all",
                      then: str | None = None, applies: Callable[[Any], bool] | None = None,
-                     replace: bool = False) -> None:
+                     objective: str | None = None, default: bool = False, replace: bool = False) -> None:
             if loads not in LOADS:
                 raise ValueError(f"recipe {backbone}/{name}: loads must be one of {LOADS}, got {loads!r}")
+            if default:
+                taken = [r.name for r in self.backbone_recipes(backbone) if r.default and r.name != name]
+                if taken:
+                    raise ValueError(f"recipe {backbone}/{name}: {backbone}/{taken[0]} is already the default")
             self.recipes.register(f"{backbone}/{name}", RecipeSpec(backbone, name, Path(path), after, loads, then,
-                                                                   applies), replace=replace, source=source)
+                                                                   applies, objective, default),
+                                  replace=replace, source=source)
         return register
 
     @staticmethod

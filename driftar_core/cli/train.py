@@ -9,12 +9,12 @@ from driftar_core.cli.options import set_option
 
 
 def resolve_recipe(backbone: str, recipe: str | None) -> tuple[str, object]:
-    """The recipe spec; without ``--recipe`` a backbone's ``drift`` recipe wins over ``baseline``."""
+    """The recipe spec; without ``--recipe`` the one the backbone declared its default (``default=True``)."""
     from driftar_core.plugins import registries
     reg = registries()
     reg.backbones.get(backbone)  # unknown backbone -> "did you mean"
     if recipe is None:
-        recipe = "drift" if f"{backbone}/drift" in reg.recipes else "baseline"
+        recipe = reg.default_recipe(backbone).name
     return recipe, reg.recipes.get(f"{backbone}/{recipe}")
 
 
@@ -74,7 +74,7 @@ def resume_configs(backbone: str, recipe: str | None, config_file: str | None, o
 
 @click.command("train")
 @click.option("--backbone", default="mar", show_default=True, help="Backbone plugin (driftar plugins lists them).")
-@click.option("--recipe", default=None, help="Recipe name: 'drift' (default when available) or 'baseline'.")
+@click.option("--recipe", default=None, help="Recipe name (driftar plugins lists them); default: the one the backbone declares.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="TOML/JSON run config.")
 @set_option
 @click.option("--resume", default=None, help="'latest' or a run/checkpoint directory to continue from.")

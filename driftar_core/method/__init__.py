@@ -6,6 +6,8 @@ drift_loss.py     Eq. 8   the drifting field and loss ("Generative Modeling via 
 drift_decoder.py          the per-token 1-NFE drift decoder (TokenHead) with Entropy-AdaLN
 draft.py          Eq. 3   the causal draft model with draft-target entropy alignment
 schedule.py       Eq. 9-10 the two-phase annealing schedule
+configs.py                the Drift-AR config section (DriftARConfig) and its parts
+assemble.py               a backbone's Drift-AR bundle, built from its DriftARConfig
 
 Nothing is imported here, so importing the package stays cheap; import the modules directly.
 """

@@ -3,7 +3,7 @@
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -38,8 +38,10 @@ class DriftDecoderConfig(Strict):
 
 
 class DraftConfig(Strict):
-    """Every default of the draft model (the backbone's model config embeds and overrides it)."""
+    """The transformer draft (method/draft.py, Eq. 3): a causal transformer over the target's features z,
+    its blocks copied from the target's first blocks (MAR's draft)."""
 
+    kind: Literal["transformer"] = "transformer"
     dim: int = Field(256, ge=1)             # must equal the target's feature width D
     depth: int = Field(2, ge=1)             # official: 6 of 24-40 target blocks; tiny targets have ~4-8
     num_heads: int = Field(4, ge=1)         # must equal the target's heads to copy its blocks
@@ -51,6 +53,17 @@ class DraftConfig(Strict):
     smooth_l1_beta: float = Field(1.0, gt=0)  # SmoothL1 transition point (torch default)
 
 
+class LayerDraftConfig(Strict):
+    """A self-speculative draft: the target's own first ``depth`` layers with their own cache, copied from
+    the trained target and trained by Eq. 3 + entropy alignment (a ``TokenDraft``: one head call per
+    drafted token). The backbone plugin builds it (NextStep-1's, the example backbone's)."""
+
+    kind: Literal["layer"] = "layer"
+    depth: int = Field(1, ge=1)             # target layers copied; <= the target's depth
+    entropy_weight: float = Field(1.0, ge=0)  # lambda of L_ent (Eq. 9, 1:1 with L_reg officially)
+    smooth_l1_beta: float = Field(1.0, gt=0)  # SmoothL1 transition point of L_reg (Eq. 3)
+
+
 class WindowDraftConfig(Strict):
     """Every default of the feature-level window draft (method/window_draft.py) and its distillation.
 
@@ -59,6 +72,7 @@ class WindowDraftConfig(Strict):
     (the token grid's width: the row above is in view) 0.88 / 0.76 / 0.67 / 0.58.
     """
 
+    kind: Literal["window"] = "window"
     window: int = Field(8, ge=1)            # positions the MLP sees (the latest last)
     width: int = Field(256, ge=1)           # MLP width
     depth: int = Field(2, ge=0)             # residual MLP blocks
@@ -93,6 +107,43 @@ class SpeculativeConfig(Strict):
     # 6.7% at batch 40 on nextstep1_tiny_drift.digits) and the drafts become pure overhead. Larger
     # batches decode sequentially. `driftar sample --speculative` speculates at any batch size.
     max_batch: int = Field(1, ge=1)
+
+
+# The draft of a Drift-AR model, by kind (a pydantic discriminated union on ``kind``).
+DraftSpec = Annotated[Union[DraftConfig, LayerDraftConfig, WindowDraftConfig], Field(discriminator="kind")]
+
+
+class DriftARConfig(Strict):
+    """Drift-AR's section of a backbone config: every backbone's model config embeds it as ``drift_ar``
+    (used when the model's ``head_type`` is ``"drift"``), with its own defaults; the core builds the
+    bundle from it (``driftar_core.method.assemble.drift_ar_bundle``). docs/method.md has the equations.
+    """
+
+    decoder: DriftDecoderConfig = Field(default_factory=DriftDecoderConfig)   # the 1-NFE drift decoder
+    draft: DraftSpec = Field(default_factory=LayerDraftConfig)                # the draft, by kind
+    # the speculative sampler's settings; None: the model samples plainly and has no default settings
+    # (masked backbones such as MAR predict many tokens per step and do not speculate)
+    speculative: SpeculativeConfig | None = None
+
+    def check_draft_kind(self, backbone: str, *kinds: str) -> None:
+        """For a backbone config's validator: refuse a draft kind the backbone does not build."""
+        if self.draft.kind not in kinds:
+            raise ValueError(f"{backbone} builds drafts of kind {' or '.join(map(repr, kinds))}; "
+                             f"drift_ar.draft.kind is {self.draft.kind!r}")
+
+
+def move_legacy_keys(data: Any, moves: dict[str, str]) -> Any:
+    """Configs saved before the ``drift_ar`` section existed kept its fields at the top level:
+    move ``old -> drift_ar.<new>`` for a ``model_validator(mode="before")``. New keys win over old ones."""
+    if not isinstance(data, dict) or not any(old in data for old in moves):
+        return data
+    data = dict(data)
+    section = dict(data.get("drift_ar") or {})
+    for old, new in moves.items():
+        if old in data:
+            section.setdefault(new, data.pop(old))
+    data["drift_ar"] = section
+    return data
 
 
 class SamplerSpec(Strict):

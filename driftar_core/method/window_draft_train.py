@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from driftar_core.config import Strict, validate
+from driftar_core.method.configs import SpeculativeConfig
 from driftar_core.method.drift_decoder import DriftDecoder
 from driftar_core.method.window_draft import WindowDraft
 from driftar_core.sampling import cfg_per_token, draw_noise, generate
@@ -115,7 +116,7 @@ class WindowDraftObjective(TrainObjective):
     def __init__(self, bundle: nn.Module, config: WindowDraftMethodConfig, seed: int):
         super().__init__(bundle)
         if not isinstance(bundle.draft, WindowDraft):
-            raise ValueError("the draft recipe trains a window draft: use a model with draft_type='window' "
+            raise ValueError("the draft recipe trains a window draft: use a model whose drift_ar.draft.kind is 'window' "
                              f"(got draft {type(bundle.draft).__name__})")
         if not isinstance(bundle.head, DriftDecoder):
             raise ValueError("the draft recipe distils from a Drift-AR model with the 1-NFE head "
@@ -140,7 +141,7 @@ class WindowDraftObjective(TrainObjective):
     def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Metrics]:
         bundle, buf = self.bundle, self.buffer()
         sampling, L = bundle.config.sampling, bundle.tokenizer.token_shape[0]
-        spec = bundle.config.speculative
+        spec = bundle.sampler.speculative or SpeculativeConfig()     # the model's declared settings
         idx = torch.randint(buf["tokens"].shape[0], (self.config.batch,), device=buf["tokens"].device)
         start = torch.randint(0, L - 1, (self.config.batch,), device=idx.device)      # positions 0 .. L-2
         sigma = bundle.head.prior.sigma

@@ -1,9 +1,10 @@
-"""Which training objective a recipe runs: ``RunConfig.recipe`` -> ``factory(run_config, bundle)``.
+"""Which training objective a run executes: its recipe's declared ``objective`` -> ``factory(run_config, bundle)``.
 
-One explicit table instead of objectives registering themselves into a global dict on import: the
-baseline objective (train/objective.py), Drift-AR's (method/objective.py, Eq. 9-10) and the window
-draft's distillation (method/window_draft_train.py). ``extra`` lets a caller (a test, a plugin's own
-loop) run another objective under a new recipe name without touching this table.
+Objectives are registered objects (``driftar_register_objectives``): the core's plugin registers
+``baseline`` (train/objective.py), ``drift`` (Drift-AR, method/objective.py, Eq. 9-10) and ``draft``
+(the window draft's distillation, method/window_draft_train.py); a plugin adds its own and names it in
+its recipe (``register(..., objective="mine")``). A run whose recipe is not registered (a ``--config``
+file of its own) runs the objective of the recipe's name. ``extra`` lets a caller (a test) add one.
 """
 from __future__ import annotations
 
@@ -12,22 +13,24 @@ from typing import Any
 from torch import nn
 
 from driftar_core.config import ConfigError
-from driftar_core.method.objective import DriftARObjective
-from driftar_core.method.window_draft_train import WindowDraftObjective
-from driftar_core.train.objective import BaselineObjective, ObjectiveFactory, TrainObjective
+from driftar_core.plugins import registries
+from driftar_core.train.objective import ObjectiveFactory, TrainObjective
 
-OBJECTIVES: dict[str, ObjectiveFactory] = {
-    "baseline": BaselineObjective.from_config,       # the backbone's own head loss (+ aux loss)
-    "drift": DriftARObjective.from_config,           # Drift-AR: drift decoder + draft, two-phase schedule
-    "draft": WindowDraftObjective.from_config,       # distil the window draft from the model's own samples
-}
+
+def objective_name(run_config: Any) -> str:
+    """The objective ``run_config`` runs: its registered recipe's ``objective``, else the recipe's name."""
+    recipes = registries().recipes
+    key = f"{run_config.backbone}/{run_config.recipe}"
+    return recipes.get(key).objective_name if key in recipes else run_config.recipe
 
 
 def make_objective(run_config: Any, bundle: nn.Module, extra: dict[str, ObjectiveFactory] | None = None
                    ) -> TrainObjective:
-    """The objective for ``run_config.recipe``; an unknown recipe fails with the known ones."""
-    table = {**OBJECTIVES, **(extra or {})}
-    name = run_config.recipe
-    if name not in table:
-        raise ConfigError(f"unknown training recipe {name!r} (recipe=...); known: {', '.join(sorted(table))}")
-    return table[name](run_config, bundle)
+    """The objective of ``run_config``'s recipe; an unknown one fails naming the registered ones."""
+    objectives, name = registries().objectives, objective_name(run_config)
+    if extra and name in extra:
+        return extra[name](run_config, bundle)
+    if name not in objectives:
+        known = ", ".join(sorted({*objectives.names(), *(extra or {})}))
+        raise ConfigError(f"unknown training objective {name!r} (recipe {run_config.recipe!r}); registered: {known}")
+    return objectives.get(name)(run_config, bundle)

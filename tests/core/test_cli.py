@@ -128,6 +128,6 @@ def test_default_nextstep1_job_trains_the_baseline_then_drift_then_its_draft(rec
         ("draft", "nextstep1_tiny_drift", str(tmp_path / "run-2"), 3, 2)]
     assert "[3/3] draft from" in out
     recorded_training.clear()
-    code, _, err = run(["train", "--backbone", "nextstep1", "--set", "model.args.draft_type=layer"], capsys)
+    code, _, err = run(["train", "--backbone", "nextstep1", "--set", "model.args.drift_ar.draft.kind=layer"], capsys)
     assert code == 0, err   # a layer draft trains with the drift head: two stages
     assert [c[0] for c in recorded_training] == ["baseline", "drift"]

@@ -77,3 +77,24 @@ def test_a_duplicate_backbone_fails_the_later_plugin_only(register_plugin, capsy
     finally:
         pm.isolated.discard("toy-plugin-2")
         pm.failures[:] = [f for f in pm.failures if f.name != "toy-plugin-2"]
+
+
+def test_the_default_recipe_is_declared_not_guessed_from_its_name():
+    from driftar_core.plugins import registries
+    from driftar_core.registry import Registries
+    reg = Registries()
+    register = reg.recipe_callback("p")
+    register("solo", "warmup", "warmup.toml")
+    assert reg.default_recipe("solo").name == "warmup"                     # a backbone's only recipe
+    register("two", "baseline", "b.toml")
+    register("two", "drift", "d.toml", after="baseline")
+    with pytest.raises(UnknownNameError, match="declares no default recipe; pass --recipe.*baseline, drift"):
+        reg.default_recipe("two")                                          # no name is special
+    register("two", "tune", "t.toml", objective="baseline", default=True)
+    assert reg.default_recipe("two").name == "tune" and reg.default_recipe("two").objective_name == "baseline"
+    with pytest.raises(ValueError, match="two/tune is already the default"):
+        register("two", "other", "o.toml", default=True)
+    built_in = registries()
+    assert [built_in.default_recipe(b).name for b in ("mar", "nextstep1")] == ["drift", "drift"]
+    assert set(built_in.objectives.names()) >= {"baseline", "drift", "draft"}
+

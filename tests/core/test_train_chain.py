@@ -11,7 +11,7 @@ from driftar_core.cli.train import stage_overrides
 
 SMALL = ["--set", "train.steps=3", "--set", "data.batch_size=8", "--set", "train.grid_per_class=1",
          "--set", "train.threads=1", "--set", "train.log_every=1"]
-DISTIL = {"nextstep1": ["--set", "model.args.window_draft.rollouts=16", "--set", "model.args.window_draft.rollout_batch=8"]}
+DISTIL = {"nextstep1": ["--set", "model.args.drift_ar.draft.rollouts=16", "--set", "model.args.drift_ar.draft.rollout_batch=8"]}
 
 
 def test_stage_overrides_reach_every_stage_but_stage_own_keys():

@@ -19,8 +19,8 @@ def two_models(tmp_path):
     from driftar_mar.config import MARConfig
     torch.manual_seed(0)
     paths = []
-    for name, extra in (("base", {}), ("drift", dict(head_type="drift", drift=dict(width=16, depth=1),
-                                                        draft=dict(dim=32, depth=1, num_heads=2)))):
+    for name, extra in (("base", {}), ("drift", dict(head_type="drift", drift_ar=dict(
+        decoder=dict(width=16, depth=1), draft=dict(dim=32, depth=1, num_heads=2))))):
         b = build_mar(MARConfig(**SMALL, **extra))
         b.arch = f"mar_small_{name}"
         paths.append(str(b.save(tmp_path / name)))

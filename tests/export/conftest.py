@@ -11,12 +11,14 @@ import pytest
 import torch
 
 MAR_SMALL = dict(encoder_embed_dim=32, encoder_depth=1, encoder_num_heads=2, decoder_embed_dim=32, decoder_depth=2,
-                 decoder_num_heads=2, buffer_size=2, img_size=8, head_type="drift", drift=dict(width=16, depth=1),
-                 draft=dict(dim=32, depth=1, num_heads=2), sampling=dict(num_iter=5, cfg=2.0))
+                 decoder_num_heads=2, buffer_size=2, img_size=8, head_type="drift",
+                 drift_ar=dict(decoder=dict(width=16, depth=1), draft=dict(dim=32, depth=1, num_heads=2)),
+                 sampling=dict(num_iter=5, cfg=2.0))
 CAUSAL_SMALL = dict(img_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                    intermediate_size=64, head_type="drift", drift=dict(width=16, depth=1), draft_layers=1,
-                    sampling={"num_iter": 16, "cfg": 2.0, "cfg_schedule": "constant"},
-                    speculative=dict(draft_len=3, tau0=0.0, kappa=0.5))
+                    intermediate_size=64, head_type="drift",
+                    drift_ar=dict(decoder=dict(width=16, depth=1), draft=dict(kind="layer", depth=1),
+                                  speculative=dict(draft_len=3, tau0=0.0, kappa=0.5)),
+                    sampling={"num_iter": 16, "cfg": 2.0, "cfg_schedule": "constant"})
 MAX_BATCH = 4
 
 
@@ -55,8 +57,8 @@ def tiny_window():
     from driftar_nextstep1.build import build_nextstep1
     from driftar_nextstep1.config import NextStep1Config
     torch.manual_seed(0)
-    bundle = build_nextstep1(NextStep1Config(**{**CAUSAL_SMALL, "draft_type": "window",
-                                                "window_draft": {"window": 3, "width": 32, "depth": 1}}))
+    bundle = build_nextstep1(NextStep1Config(**{**CAUSAL_SMALL, "drift_ar": {
+        **CAUSAL_SMALL["drift_ar"], "draft": {"kind": "window", "window": 3, "width": 32, "depth": 1}}}))
     bundle.arch = "nextstep1_small_window"
     return perturb(bundle, 2, scale=0.05)
 

@@ -15,8 +15,8 @@ from driftar_core.method.objective import (
 )
 from driftar_core.sampling import generate
 
-DRIFT = dict(SMALL, head_type="drift", drift=dict(width=32, depth=2, num_generated=16),
-             draft=dict(dim=32, depth=1, num_heads=2))
+DRIFT = dict(SMALL, head_type="drift", drift_ar=dict(decoder=dict(width=32, depth=2, num_generated=16),
+                                                 draft=dict(dim=32, depth=1, num_heads=2)))
 
 
 def drift_bundle():

@@ -8,7 +8,7 @@ from driftar_core.bench import run_bench, split_model_spec
 from cli_runner import run_cli as run  # tests/cli_runner.py
 from driftar_core.method.objective import prepare_drift
 
-DRIFT = dict(head_type="drift", drift=dict(width=32, depth=2), draft_layers=1)
+DRIFT = dict(head_type="drift", drift_ar=dict(decoder=dict(width=32, depth=2), draft=dict(kind="layer", depth=1)))
 
 
 
@@ -73,8 +73,8 @@ def test_draft_recipe_distils_a_window_draft_and_keeps_everything_else(tmp_path,
 
     from driftar_core.resolve import load_model
     args = ["train", "--backbone", "nextstep1", "--recipe", "draft", "--set", "model.init_from=nextstep1_tiny_drift.digits",
-            "--set", "model.args.window_draft.rollouts=6", "--set", "model.args.window_draft.rollout_batch=4",
-            "--set", "model.args.window_draft.width=32", "--set", "model.args.window_draft.unroll=2",
+            "--set", "model.args.drift_ar.draft.rollouts=6", "--set", "model.args.drift_ar.draft.rollout_batch=4",
+            "--set", "model.args.drift_ar.draft.width=32", "--set", "model.args.drift_ar.draft.unroll=2",
             "--set", "method.batch=16", "--set", "train.steps=3", "--set", "train.log_every=1",
             "--set", "train.grid_per_class=1", "--set", f"train.runs_dir={tmp_path}"]
     code, out, err = run(args, capsys)

@@ -11,7 +11,13 @@ from driftar_core.sampling import draw_noise, generate
 from driftar_core.speculative import make_sampler, speculative_generate
 
 LABELS = torch.tensor([3, 8])
-DRIFT = dict(head_type="drift", drift=dict(width=32, depth=2, num_generated=16), draft_layers=1)
+DRIFT = dict(head_type="drift", drift_ar=dict(decoder=dict(width=32, depth=2, num_generated=16),
+                                             draft=dict(kind="layer", depth=1)))
+
+
+def drift_ar(draft_layers: int = 1, **section):
+    """DRIFT with another layer-draft depth and / or other drift_ar settings (speculative=...)."""
+    return {**DRIFT, "drift_ar": {**DRIFT["drift_ar"], "draft": dict(kind="layer", depth=draft_layers), **section}}
 
 
 @pytest.fixture
@@ -61,8 +67,8 @@ def test_phi_is_the_penultimate_layer_on_a_one_token_sequence(drift_bundle):
 
 
 def test_a_draft_layer_count_beyond_the_target_fails_clearly(make_bundle):
-    with pytest.raises(ValueError, match="draft_layers"):
-        make_bundle(**{**DRIFT, "draft_layers": 4})
+    with pytest.raises(ValueError, match="drift_ar.draft.depth"):
+        make_bundle(**drift_ar(draft_layers=4))
 
 
 def test_objective_trains_draft_and_head_with_the_targets_prompts(drift_bundle):
@@ -115,18 +121,18 @@ def test_objective_gives_the_head_each_tokens_own_entropy(drift_bundle, monkeypa
 
 def test_draft_loss_is_zero_for_an_exact_copy(drift_bundle):
     """Eq. 3 + alignment vanish when the draft IS the target (all layers): the loss measures the gap."""
-    b = drift_bundle(draft_layers=3)
+    b = drift_bundle(**drift_ar(draft_layers=3))
     tokens = b.tokenizer.encode(torch.rand(2, 1, 8, 8) * 2 - 1)
     out = b.backbone.eval().forward_train(tokens, LABELS)
     terms = b.draft.loss_terms(out.z, out.entropy, tokens=tokens, cond=out.cond)
     assert float(terms["reg"].detach()) < 1e-10 and float(terms["ent"].detach()) < 1e-6
-    shallow = drift_bundle(draft_layers=1)
+    shallow = drift_bundle(**drift_ar(draft_layers=1))
     out = shallow.backbone.eval().forward_train(tokens, LABELS)
     assert float(shallow.draft.loss_terms(out.z, out.entropy, tokens=tokens, cond=out.cond)["reg"].detach()) > 1e-4
 
 
 def test_default_sampler_is_speculative_with_the_configs_tolerance(drift_bundle):
-    b = drift_bundle(dtype=torch.float64, speculative=dict(draft_len=3, tau0=0.0, kappa=0.0, max_batch=2))
+    b = drift_bundle(dtype=torch.float64, **drift_ar(speculative=dict(draft_len=3, tau0=0.0, kappa=0.0, max_batch=2)))
     noise = draw_noise(b.head, len(LABELS), 16, torch.Generator().manual_seed(0), "cpu").double()
     assert b.sampler.kind == "speculative" and b.sampler.speculative.max_batch == 2     # declared, as data
     out = make_sampler(b.sampler)(b, LABELS, noise=noise)
@@ -136,7 +142,7 @@ def test_default_sampler_is_speculative_with_the_configs_tolerance(drift_bundle)
     three = torch.tensor([1, 2, 3])                            # above max_batch: plain decoding, no drafts
     out = make_sampler(b.sampler)(b, three, generator=torch.Generator().manual_seed(0))
     assert out.counts.draft_passes == 0 and "acceptance_rate" not in out.counts.extra
-    off = drift_bundle(speculative=dict(enabled=False))
+    off = drift_bundle(**drift_ar(speculative=dict(enabled=False)))
     assert off.sampler.kind == "plain" and make_sampler(off.sampler) is generate
 
 

@@ -17,8 +17,8 @@ L = 16
 
 @pytest.fixture
 def bundle(make_bundle):
-    return make_bundle(seed=0, dtype=torch.float64, head_type="drift", drift={"width": 16, "depth": 1},
-                       draft_type="window", window_draft={"window": 3, "width": 32, "depth": 1})
+    return make_bundle(seed=0, dtype=torch.float64, head_type="drift", drift_ar={
+        "decoder": {"width": 16, "depth": 1}, "draft": {"kind": "window", "window": 3, "width": 32, "depth": 1}})
 
 
 @pytest.fixture
@@ -164,8 +164,9 @@ def test_distillation_rollouts_and_loss(bundle):
 
 def test_draft_recipe_needs_a_window_draft_and_a_trained_model(make_bundle):
     from driftar_core.method.window_draft_train import WindowDraftMethodConfig, WindowDraftObjective
-    layer = make_bundle(seed=0, head_type="drift", drift={"width": 16, "depth": 1})
-    with pytest.raises(ValueError, match="draft_type='window'"):
+    layer = make_bundle(seed=0, head_type="drift", drift_ar={"decoder": {"width": 16, "depth": 1},
+                                                             "draft": {"kind": "layer"}})
+    with pytest.raises(ValueError, match="drift_ar.draft.kind is 'window'"):
         WindowDraftObjective(layer, WindowDraftMethodConfig(), seed=0)
 
 

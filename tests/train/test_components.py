@@ -79,7 +79,7 @@ def test_single_process_engine(monkeypatch):
 def test_objective_selection(fake_bundle, make_config):
     cfg = make_config()
     assert isinstance(make_objective(cfg, fake_bundle), BaselineObjective)
-    with pytest.raises(ConfigError, match="unknown training recipe 'nope'.*baseline"):
+    with pytest.raises(ConfigError, match="unknown training objective 'nope'.*baseline, draft, drift"):
         make_objective(cfg.model_copy(update={"recipe": "nope"}), fake_bundle)
     with pytest.raises(ConfigError, match="takes no method options"):
         make_objective(cfg.model_copy(update={"method": {"alpha0": 0.9}}), fake_bundle)
@@ -167,3 +167,16 @@ def test_ema_warmup_forgets_the_initial_weights():
         warm.update(model, t)
     # the product of the decays is ~1e-2 after 100 warm-up steps (a plain 0.999 EMA keeps 90% of the init)
     assert torch.allclose(warm.module.weight, torch.ones(2, 2), atol=0.05)
+
+
+def test_a_recipe_runs_the_objective_it_names(fake_bundle, make_config):
+    from driftar_core.plugins import registries
+    from driftar_core.train.objective import BaselineObjective
+    from driftar_core.train.recipes import make_objective, objective_name
+    reg = registries()
+    reg.recipe_callback("test")("mar", "warmup", "w.toml", objective="baseline")
+    try:
+        cfg = make_config().model_copy(update={"backbone": "mar", "recipe": "warmup"})
+        assert objective_name(cfg) == "baseline" and isinstance(make_objective(cfg, fake_bundle), BaselineObjective)
+    finally:
+        reg.recipes._entries.pop("mar/warmup")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from driftar_core.bundle import ModelBundle
-from driftar_core.method.configs import SamplerSpec
+from driftar_core.method.assemble import drift_ar_bundle
 from driftar_core.plugins import registries
 
 from driftar_tinycausal.config import TinyCausalConfig
@@ -11,17 +11,15 @@ from driftar_tinycausal.model import FeatureMap, TinyCausal, TinyDraft
 
 
 def build(config: TinyCausalConfig) -> ModelBundle:
-    reg = registries()                      # the core's patch tokenizer and drift decoder, by registry name
+    reg = registries()                      # the core's patch tokenizer, by registry name
     tokenizer = reg.tokenizers.get("patch")(image_size=config.img_size, channels=1, patch_size=config.patch_size)
     backbone = TinyCausal(config)
     if config.head_type == "flow":
         head = FlowHead(config.token_dim, config.width, config.flow_width, config.flow_steps)
         return ModelBundle(tokenizer, backbone, head, config, backbone_name="tinycausal")
-    head = reg.heads.get("drift")(config.drift, config.width, config.token_dim)
-    phi = FeatureMap(backbone)
-    head.set_feature_map(phi)
-    return ModelBundle(tokenizer, backbone, head, config, backbone_name="tinycausal", draft=TinyDraft(config),
-                       phi=phi, sampler=SamplerSpec.from_config(config.speculative))
+    # the core assembles the drift decoder (phi in its loss), the default sampler and the bundle
+    return drift_ar_bundle(config, config.drift_ar, tokenizer, backbone, backbone_name="tinycausal",
+                           phi=FeatureMap(backbone), draft=TinyDraft(config))
 
 
 def init_drift_components(bundle: ModelBundle) -> None:

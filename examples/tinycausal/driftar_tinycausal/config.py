@@ -3,10 +3,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from driftar_core.config import SamplingConfig, Strict
-from driftar_core.method.configs import DriftDecoderConfig, SpeculativeConfig
+from driftar_core.config import SamplingConfig, Strict, with_defaults
+from driftar_core.method.configs import DriftARConfig, DriftDecoderConfig, LayerDraftConfig, SpeculativeConfig
+
+
+def _drift_ar() -> DriftARConfig:
+    # the drift decoder, a draft of the target's first block, speculative decoding by default
+    return DriftARConfig(decoder=DriftDecoderConfig(width=128, depth=2), draft=LayerDraftConfig(depth=1),
+                         speculative=SpeculativeConfig(draft_len=3, kappa=0.35))
 
 
 class TinyCausalConfig(Strict):
@@ -20,12 +26,22 @@ class TinyCausalConfig(Strict):
     head_type: Literal["flow", "drift"] = "flow"
     flow_steps: int = Field(8, ge=1)         # Euler steps of the baseline flow head (its NFE per token)
     flow_width: int = Field(128, ge=1)
-    drift: DriftDecoderConfig = Field(default_factory=lambda: DriftDecoderConfig(width=128, depth=2))
-    draft_depth: int = Field(1, ge=1)        # the draft: the target's first blocks
-    draft_entropy_weight: float = Field(1.0, ge=0)
-    speculative: SpeculativeConfig = Field(default_factory=lambda: SpeculativeConfig(draft_len=3, kappa=0.35))
+    drift_ar: DriftARConfig = Field(default_factory=_drift_ar)   # used when head_type == "drift"
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(num_iter=16, cfg=1.0,
                                                                             cfg_schedule="constant"))
+
+    @field_validator("drift_ar", mode="before")
+    @classmethod
+    def _keep_drift_ar_defaults(cls, value: object) -> object:
+        return with_defaults(value, _drift_ar())     # a partial drift_ar override keeps these defaults
+
+    @model_validator(mode="after")
+    def _check(self) -> "TinyCausalConfig":
+        if self.head_type == "drift":
+            self.drift_ar.check_draft_kind("tinycausal", "layer")
+            if self.drift_ar.draft.depth > self.depth:
+                raise ValueError(f"drift_ar.draft.depth ({self.drift_ar.draft.depth}) must not exceed depth ({self.depth})")
+        return self
 
     @property
     def seq_len(self) -> int:

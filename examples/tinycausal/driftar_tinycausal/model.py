@@ -128,12 +128,12 @@ class TinyCausal(nn.Module):
 
 
 class TinyDraft(TinyCausal):
-    """The draft: the target's first ``draft_depth`` blocks (a TokenDraft), trained by Eq. 3 + entropy
-    alignment (a TrainableDraft) on the target's stop-gradient features."""
+    """The draft: the target's first ``drift_ar.draft.depth`` blocks (a TokenDraft), trained by Eq. 3 +
+    entropy alignment (a TrainableDraft) on the target's stop-gradient features."""
 
     def __init__(self, cfg: TinyCausalConfig):
-        super().__init__(cfg, depth=cfg.draft_depth)
-        self.entropy_weight = cfg.draft_entropy_weight
+        super().__init__(cfg, depth=cfg.drift_ar.draft.depth)
+        self.entropy_weight = cfg.drift_ar.draft.entropy_weight
 
     @torch.no_grad()
     def init_from_target(self, target: TinyCausal) -> None:

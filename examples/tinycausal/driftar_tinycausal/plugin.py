@@ -35,4 +35,4 @@ def driftar_register_backbones(register: Any) -> None:
 @hookimpl
 def driftar_register_recipes(register: Any) -> None:
     register("tinycausal", "baseline", RECIPES / "baseline.toml")
-    register("tinycausal", "drift", RECIPES / "drift.toml", after="baseline", loads="backbone")
+    register("tinycausal", "drift", RECIPES / "drift.toml", after="baseline", loads="backbone", default=True)

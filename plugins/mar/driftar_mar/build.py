@@ -23,11 +23,10 @@ def build_mar(config: MARConfig) -> ModelBundle:
 
 
 def build_mar_drift(config: MARConfig, tokenizer: PatchTokenizer, backbone: MAR) -> ModelBundle:
-    """Drift-AR MAR: the same backbone, the 1-NFE drift decoder, the draft and the frozen phi."""
+    """Drift-AR MAR: the same backbone, the 1-NFE drift decoder, the transformer draft over its decoder
+    features and the frozen phi (both filled from the trained target by ``init_drift_components``)."""
+    from driftar_core.method.assemble import drift_ar_bundle
     from driftar_core.method.draft import DraftModel
-    from driftar_core.method.drift_decoder import DriftDecoder
     from driftar_mar.drift import MARFeatureMap
-    head = DriftDecoder(config.token_dim, backbone.z_dim, config.drift)
-    phi = MARFeatureMap(backbone)               # frozen; filled from the trained target (init_drift_components)
-    head.set_feature_map(phi)
-    return ModelBundle(tokenizer, backbone, head, config, backbone_name="mar", draft=DraftModel(config.draft), phi=phi)
+    return drift_ar_bundle(config, config.drift_ar, tokenizer, backbone, backbone_name="mar",
+                           phi=MARFeatureMap(backbone), draft=DraftModel(config.drift_ar.draft))

@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from driftar_core.config import SamplingConfig, Strict, with_sampling_defaults
-from driftar_core.method.configs import DraftConfig, DriftDecoderConfig
+from driftar_core.config import SamplingConfig, Strict, with_defaults
+from driftar_core.method.configs import DraftConfig, DriftARConfig, DriftDecoderConfig, move_legacy_keys
 
 
 class DiffLossConfig(Strict):
@@ -43,6 +43,15 @@ def _tiny_sampling() -> SamplingConfig:
     # better on digits); linear CFG ramp and temperature 1 as the MAR README's eval setting; cfg 3 as
     # MAR-B/L/H's 2.9-3.2 (2 and 5 were as class-correct on digits; 0.8 gives smoother strokes).
     return SamplingConfig(num_iter=16, cfg=3.0, cfg_schedule="linear", temperature=1.0)
+
+
+def _tiny_drift_ar() -> DriftARConfig:
+    # Drift-AR (used when head_type == "drift"): decoder width 128 x 3 blocks as the probe's head (max one
+    # token per condition per step is the per-token form, docs/method.md); the draft (Eq. 3) over the
+    # decoder features: 1 transformer block copied from the trained target's first decoder block. MAR is
+    # masked (many tokens per step): it does not speculate, so no speculative settings.
+    return DriftARConfig(decoder=DriftDecoderConfig(width=128, depth=3),
+                         draft=DraftConfig(dim=96, depth=1, num_heads=4))
 
 
 class MARConfig(Strict):
@@ -79,18 +88,24 @@ class MARConfig(Strict):
     # head
     head_type: Literal["diffloss", "drift"] = "diffloss"  # "drift": the Drift-AR 1-NFE decoder (mar_tiny_drift)
     diffloss: DiffLossConfig = Field(default_factory=DiffLossConfig)
-    # Drift-AR (used when head_type == "drift"): decoder width 128 x 3 blocks as the probe's head;
-    # max one token per condition per step is the per-token form (METHOD.md 1.7, PROBE_DRIFT_HEAD.md)
-    drift: DriftDecoderConfig = Field(default_factory=lambda: DriftDecoderConfig(width=128, depth=3))
-    # draft (Eq. 3) over decoder features: 1 block copied from the trained target's first decoder block
-    draft: DraftConfig = Field(default_factory=lambda: DraftConfig(dim=96, depth=1, num_heads=4))
+    drift_ar: DriftARConfig = Field(default_factory=_tiny_drift_ar)
 
     sampling: SamplingConfig = Field(default_factory=_tiny_sampling)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_drift_keys(cls, data: object) -> object:
+        return move_legacy_keys(data, {"drift": "decoder", "draft": "draft"})
 
     @field_validator("sampling", mode="before")
     @classmethod
     def _keep_model_sampling_defaults(cls, value: object) -> object:
-        return with_sampling_defaults(value, _tiny_sampling())
+        return with_defaults(value, _tiny_sampling())
+
+    @field_validator("drift_ar", mode="before")
+    @classmethod
+    def _keep_model_drift_ar_defaults(cls, value: object) -> object:
+        return with_defaults(value, _tiny_drift_ar())
 
     @property
     def seq_len(self) -> int:
@@ -110,9 +125,11 @@ class MARConfig(Strict):
             dim, heads = getattr(self, f"{name}_embed_dim"), getattr(self, f"{name}_num_heads")
             if dim % heads:
                 raise ValueError(f"{name}_embed_dim {dim} is not divisible by {name}_num_heads {heads}")
-        if self.head_type == "drift" and self.draft.dim != self.decoder_embed_dim:
-            raise ValueError(f"draft.dim ({self.draft.dim}) must equal decoder_embed_dim "
-                             f"({self.decoder_embed_dim}): the draft runs on the target's features z")
+        if self.head_type == "drift":
+            self.drift_ar.check_draft_kind("MAR", "transformer")
+            if self.drift_ar.draft.dim != self.decoder_embed_dim:
+                raise ValueError(f"drift_ar.draft.dim ({self.drift_ar.draft.dim}) must equal decoder_embed_dim "
+                                 f"({self.decoder_embed_dim}): the draft runs on the target's features z")
         if self.decoder_depth < 1:
             raise ValueError("decoder_depth must be >= 1 (the entropy comes from a decoder block)")
         if not 0.0 < self.mask_ratio_min <= 1.0:

@@ -53,4 +53,4 @@ def driftar_register_heads(register: Any) -> None:
 @hookimpl
 def driftar_register_recipes(register: Any) -> None:
     register("mar", "baseline", RECIPES / "baseline.toml")
-    register("mar", "drift", RECIPES / "drift.toml", after="baseline", loads="backbone")
+    register("mar", "drift", RECIPES / "drift.toml", after="baseline", loads="backbone", default=True)

@@ -48,24 +48,15 @@ def build_nextstep1(config: NextStep1Config) -> ModelBundle:
 
 
 def build_nextstep1_drift(config: NextStep1Config, tokenizer: nn.Module, backbone: NextStep1) -> ModelBundle:
-    """Drift-AR NextStep-1: the same LLM, the 1-NFE drift decoder, the draft (``config.draft_type``: the
-    layer draft, or the feature-level window draft) and the frozen phi.
-
-    Speculative decoding with ``config.speculative`` is the bundle's default sampler (``driftar sample``,
-    ``eval`` and ``bench`` use it unless told ``--no-speculative``)."""
-    from driftar_core.method.configs import SamplerSpec
-    from driftar_core.method.drift_decoder import DriftDecoder
+    """Drift-AR NextStep-1: the same LLM, the 1-NFE drift decoder, the draft (``config.drift_ar.draft``:
+    the layer draft built here, or the core's window draft) and the frozen phi. Speculative decoding
+    with ``config.drift_ar.speculative`` is the bundle's default sampler (``driftar sample``, ``eval``
+    and ``bench`` use it unless told ``--no-speculative``)."""
+    from driftar_core.method.assemble import drift_ar_bundle
     from driftar_nextstep1.drift import NextStep1Draft, NextStep1FeatureMap
-    head = DriftDecoder(config.token_dim, backbone.z_dim, config.drift)
-    if config.draft_type == "window":
-        from driftar_core.method.window_draft import WindowDraft
-        draft: nn.Module = WindowDraft(backbone.z_dim, config.token_dim, config.seq_len, config.window_draft)
-    else:
-        draft = NextStep1Draft.for_target(config)
-    phi = NextStep1FeatureMap(backbone)         # frozen; filled from the trained target (init_drift_components)
-    head.set_feature_map(phi)
-    return ModelBundle(tokenizer, backbone, head, config, backbone_name="nextstep1", draft=draft, phi=phi,
-                       sampler=SamplerSpec.from_config(config.speculative))
+    draft = NextStep1Draft.for_target(config) if config.drift_ar.draft.kind == "layer" else None
+    return drift_ar_bundle(config, config.drift_ar, tokenizer, backbone, backbone_name="nextstep1",
+                           phi=NextStep1FeatureMap(backbone), draft=draft)
 
 
 def build_layer_draft(target: NextStep1, num_layers: int) -> NextStep1:

@@ -7,7 +7,7 @@ The generic parts (1-NFE DriftDecoder, drift loss, two-phase objective, speculat
 phi (drift-loss features of ONE token, [N, c] -> [N, H]): the trained target's own token path,
     ``image_in_projector`` -> the PENULTIMATE decoder layer, frozen. A single token is a length-1
     sequence at position 0 (RoPE is the identity there; attention is the value path).
-draft (Eq. 3): a causal NextStep-1 with the target's first ``draft_layers`` layers, embeddings, final
+draft (Eq. 3): a causal NextStep-1 with the target's first ``drift_ar.draft.depth`` layers, embeddings, final
     norm and projectors copied from the trained target, then trained to regress the target's head
     condition z_j (both see x_<j; the draft's row j-1 input predicts the target's feature at j) with
     the draft-target entropy alignment |E_draft_j - sg E_target_j| on rows that see >= 2 keys. It
@@ -24,11 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from driftar_core.method.configs import DraftConfig
+from driftar_core.method.configs import LayerDraftConfig
 from driftar_nextstep1.config import NextStep1Config
 from driftar_nextstep1.nextstep import NextStep1
-
-_DRAFT_DEFAULTS = DraftConfig()   # entropy_weight and smooth_l1_beta: one place for every draft's defaults
 
 
 class NextStep1FeatureMap(nn.Module):
@@ -63,16 +61,17 @@ class NextStep1Draft(NextStep1):
     """The draft: a shallow NextStep-1 (same generation API) with the Eq. 3 + entropy-alignment loss."""
 
 
-    def __init__(self, config: NextStep1Config, entropy_weight: float = _DRAFT_DEFAULTS.entropy_weight,
-                 smooth_l1_beta: float = _DRAFT_DEFAULTS.smooth_l1_beta):
+    def __init__(self, config: NextStep1Config, draft: LayerDraftConfig | None = None):
         # prompts and input tokens come from the target's forward (already dropped / noised): never again
         super().__init__(config.model_copy(update={"prompt_drop_prob": 0.0, "input_noise_std": 0.0}))
-        self.entropy_weight, self.smooth_l1_beta = entropy_weight, smooth_l1_beta
+        draft = draft if draft is not None else LayerDraftConfig()
+        self.entropy_weight, self.smooth_l1_beta = draft.entropy_weight, draft.smooth_l1_beta
 
     @classmethod
     def for_target(cls, config: NextStep1Config) -> "NextStep1Draft":
-        """The draft of a target built from ``config`` (its first ``config.draft_layers`` layers)."""
-        return cls(config.model_copy(update={"num_hidden_layers": config.draft_layers}))
+        """The draft of a target built from ``config``: its first ``config.drift_ar.draft.depth`` layers."""
+        draft = config.drift_ar.draft
+        return cls(config.model_copy(update={"num_hidden_layers": draft.depth}), draft)
 
     @torch.no_grad()
     def init_from_target(self, target: NextStep1) -> None:

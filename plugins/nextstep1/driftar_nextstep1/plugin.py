@@ -58,11 +58,12 @@ def driftar_register_recipes(register: Any) -> None:
     register("nextstep1", "baseline", RECIPES / "baseline.toml")
     # Drift-AR from the trained baseline's backbone; then, for a window draft, its distillation from the
     # finished Drift-AR model (the layer draft trains inside the drift recipe)
-    register("nextstep1", "drift", RECIPES / "drift.toml", after="baseline", loads="backbone", then="draft")
+    register("nextstep1", "drift", RECIPES / "drift.toml", after="baseline", loads="backbone", then="draft",
+             default=True)
     register("nextstep1", "draft", RECIPES / "draft.toml", after="drift", loads="all_but_draft",
              applies=uses_window_draft)
 
 
 def uses_window_draft(config: Any) -> bool:
     """The draft recipe distils a window draft; a layer draft is trained by the drift recipe itself."""
-    return config.draft_type == "window"
+    return config.drift_ar.draft.kind == "window"

@@ -15,15 +15,10 @@ from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},                                            # the NextStep1Config defaults
-    # Drift-AR: same LLM, 1-NFE drift decoder, layer draft. Temperature (the decoder's eps scale) 1.6 from an
+    # Drift-AR: same LLM, 1-NFE drift decoder, window draft (NextStep1Config.drift_ar). Temperature (the decoder's eps scale) 1.6 from an
     # FD sweep of the trained model (seed 0, CFG 1.5): 0.8 / 1.0 / 1.2 / 1.4 / 1.6 / 1.8 -> 150.8 / 112.7 /
     # 85.5 / 63.0 / 49.6 / 48.3 (precision 0.85 at 1.6, 0.79 at 1.8); the flow baseline is best at 1.0.
-    # The draft is the feature-level window draft (driftar_core.method.window_draft), distilled by the
-    # "draft" recipe after the drift head is trained; draft_type "layer" is the 1-layer self-speculative draft.
-    # Draft length 6 = the distillation's unroll; measured at kappa 0.35 on 10 seeds at batch 1: k = 4 / 6 / 8
-    # -> 4.00 / 5.25 / 5.87 tokens per target pass, 83 / 79 / 92 ms per image (k = 8 drafts past what it learned).
-    "tiny_drift": {"head_type": "drift", "sampling": {"temperature": 1.6}, "draft_type": "window",
-                   "speculative": {"draft_len": 6}},
+    "tiny_drift": {"head_type": "drift", "sampling": {"temperature": 1.6}},
     "large": {                                             # NextStep-1-Large, 256 px
         "img_size": 32, "channels": 16, "patch_size": 2, "use_norm": True, "input_noise_std": 0.0,
         "vocab_size": 152064, "hidden_size": 5120, "num_hidden_layers": 48, "num_attention_heads": 40,
