@@ -92,10 +92,8 @@ def load_bench_model(ref: str) -> Any:
         from driftar_core.plugins import registries
         exporters = registries().exporters
         if scheme in exporters.names():
-            load = getattr(exporters.get(scheme)(), "load_runner", None)
-            if load is None:
-                raise ValueError(f"exporter {scheme!r} has no runner (load_runner) to benchmark {ref!r}")
-            return load(rest, threads=torch.get_num_threads())    # the same thread budget as eager PyTorch
+            # the same thread budget as eager PyTorch; an exporter without a runner raises ValueError
+            return exporters.get(scheme)().load_runner(rest, threads=torch.get_num_threads())
     from driftar_core.resolve import load_model
     return load_model(ref)
 

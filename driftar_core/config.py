@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from driftar_core.files import read_json_object
 
@@ -66,6 +66,35 @@ def _merge_kinds(base: Any, update: dict[str, Any]) -> dict[str, Any]:
     for key, value in update.items():
         out[key] = _merge_kinds(out.get(key), value) if isinstance(value, dict) else copy.deepcopy(value)
     return out
+
+
+class ModelConfig(Strict):
+    """Base of a backbone's model config (the one place its defaults live).
+
+    A partial dict for a sub-section keeps that section's defaults as this model declares them
+    (``sampling={"temperature": 1.2}`` keeps the model's cfg; ``drift_ar={"speculative": ...}`` keeps its
+    decoder width), not the sub-model class's generic ones: every field whose default is a factory of a
+    pydantic model merges that way (``with_defaults``). ``migrate`` reads configs saved by earlier
+    releases; it runs first.
+    """
+
+    @classmethod
+    def migrate(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Override to move or rename keys of configs saved by earlier releases; the default keeps data."""
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_section_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = cls.migrate(dict(data))
+        for name, field in cls.model_fields.items():
+            if isinstance(data.get(name), dict) and field.default_factory is not None:
+                default = field.default_factory()
+                if isinstance(default, BaseModel):
+                    data[name] = with_defaults(data[name], default)
+        return data
 
 
 class ModelSection(Strict):

@@ -117,17 +117,17 @@ def driftar_register_objectives(register: Register) -> None:
 def driftar_register_exporters(register: Register) -> None:
     """Register exporters (``driftar export --target NAME``).
 
-    :param register: call ``register(name, factory)``; ``factory()`` returns a callable
-        ``export(bundle, out_dir, ref=None, log=print, **options)`` (``ref``: the name or path the model
-        was loaded from). Import heavy dependencies (onnx, tensorrt) inside it.
+    :param register: call ``register(name, factory)``; ``factory()`` returns a
+        :class:`driftar_core.interfaces.Exporter` (subclass it): ``exporter(bundle, out_dir, ref=None,
+        log=print, **options)`` exports (``ref``: the name or path the model was loaded from). Import
+        heavy dependencies (onnx, tensorrt) inside it.
 
-    Three optional attributes of the returned object are used when present: ``preflight(**options)``
-    validates the options and checks the machine before the model is loaded (``driftar export`` fails
-    fast, e.g. without TensorRT); ``check_out(out_dir)`` raises ``ValueError`` before the model is loaded
-    when ``out_dir`` may not be written (a file, an unwritable parent, a directory holding files the
-    exporter did not write: an exporter never deletes what it did not write); ``load_runner(directory,
+    ``driftar export`` calls ``preflight(**options)`` (validate the options and check the machine, e.g.
+    without TensorRT) and ``check_out(out_dir)`` (raise ``ValueError`` when ``out_dir`` may not be
+    written: a file, an unwritable parent, a directory holding files the exporter did not write; an
+    exporter never deletes what it did not write) before the model is loaded; ``load_runner(directory,
     threads=None)`` returns a sampler over an exported directory, which ``driftar bench --models
-    NAME:DIR`` times next to eager PyTorch.
+    NAME:DIR`` times next to eager PyTorch. The base class accepts by default and has no runner.
     """
 
 

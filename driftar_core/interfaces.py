@@ -282,3 +282,34 @@ class DriftARSupport:
     init_components: Callable[[Any], None]
     entropy: Literal["token", "image_mean"] = "image_mean"
     draft_inputs: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# What an exporter plugin registers (``driftar_register_exporters``, docs/plugins.md "Exporters")
+# ---------------------------------------------------------------------------------------------
+
+
+class Exporter:
+    """Base of an export target: ``driftar export --target NAME`` and ``driftar bench --models NAME:DIR``.
+
+    ``driftar export`` calls ``preflight(**options)`` and ``check_out(out)`` before the model is loaded
+    (fail fast: a missing toolkit, a destination that holds someone else's files), then
+    ``exporter(bundle, out, ref=..., log=..., **options)``. Override what applies; the defaults accept.
+    """
+
+    name = "exporter"
+
+    def preflight(self, **options: Any) -> Any:
+        """Validate the options (and the toolkit) before any work; raise ValueError naming the problem."""
+        return options
+
+    def check_out(self, out_dir: Any) -> Any:
+        """Check that ``out_dir`` can be written without losing anything already there."""
+        return out_dir
+
+    def __call__(self, bundle: Any, out_dir: Any, ref: str | None = None, log: Any = print, **options: Any) -> Any:
+        raise NotImplementedError(f"exporter {self.name!r} does not implement __call__")
+
+    def load_runner(self, directory: Any, **kwargs: Any) -> Any:
+        """A runner of an exported directory with the bundle's sampling API (``driftar bench``, ``run``)."""
+        raise ValueError(f"exporter {self.name!r} has no runner for {directory} (load_runner)")

@@ -34,12 +34,8 @@ def export(model: str, target: str, out: str, overrides: tuple[str, ...], thread
         raise click.ClickException(f"{e}; {EXPORT_HINT}") from None
     options = parse_overrides(overrides)
     try:
-        preflight = getattr(exporter, "preflight", None)
-        if preflight is not None:
-            preflight(**options)
-        check_out = getattr(exporter, "check_out", None)
-        if check_out is not None:
-            check_out(out)
+        exporter.preflight(**options)         # driftar_core.interfaces.Exporter: before the model is loaded
+        exporter.check_out(out)
         import torch
 
         from driftar_core.resolve import load_model

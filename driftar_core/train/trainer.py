@@ -100,7 +100,7 @@ def resolved_config(run_config: Any, bundle: nn.Module) -> dict[str, Any]:
     """The RunConfig with ``model.args`` = the bundle's FULL validated config (rebuilds the same model)."""
     data = run_config.model_dump(mode="json")
     data["model"]["args"] = bundle.config.model_dump(mode="json")
-    if getattr(bundle, "arch", ""):
+    if bundle.arch:
         data["model"]["arch"] = bundle.arch
     return data
 

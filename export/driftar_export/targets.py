@@ -1,10 +1,10 @@
 """The exporters this plugin registers (``driftar_register_exporters``): ``onnx`` and ``tensorrt``.
 
-Each is the callable the hookspec asks for, ``export(bundle, out_dir, **options)``, plus optional
-attributes the core uses when present: ``preflight(**options)`` (fail fast, before the model is
-loaded: e.g. TensorRT missing), ``check_out(out_dir)`` (the destination can be written without losing
-anyone's files, also before the model is loaded: driftar_export.destination) and
-``load_runner(directory)`` (``driftar bench --models onnx:DIR``).
+Each is a ``driftar_core.interfaces.Exporter``: ``export(bundle, out_dir, **options)``, with
+``preflight(**options)`` (fail fast, before the model is loaded: e.g. TensorRT missing),
+``check_out(out_dir)`` (the destination can be written without losing anyone's files, also before
+the model is loaded: driftar_export.destination) and ``load_runner(directory)`` (``driftar bench
+--models onnx:DIR``, ``driftar run``).
 Torch-free at import.
 """
 from __future__ import annotations
@@ -12,10 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from driftar_core.interfaces import Exporter
+
 from driftar_export.options import OnnxOptions, TensorRTOptions, parse_options
 
 
-class OnnxExporter:
+class OnnxExporter(Exporter):
     """``driftar export --target onnx``: graphs, manifest and parity (driftar_export.exporter)."""
 
     name = "onnx"
@@ -38,7 +40,7 @@ class OnnxExporter:
         return Runner(directory, backend="onnxruntime", **kwargs)
 
 
-class TensorRTExporter:
+class TensorRTExporter(Exporter):
     """``driftar export --target tensorrt``: the ONNX bundle (made first if ``out_dir`` has none) + engines."""
 
     name = "tensorrt"

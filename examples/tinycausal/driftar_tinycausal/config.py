@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from driftar_core.config import SamplingConfig, Strict, with_defaults
+from driftar_core.config import ModelConfig, SamplingConfig
 from driftar_core.method.configs import DriftARConfig, DriftDecoderConfig, LayerDraftConfig, SpeculativeConfig
 
 
@@ -15,7 +15,9 @@ def _drift_ar() -> DriftARConfig:
                          speculative=SpeculativeConfig(draft_len=3, kappa=0.35))
 
 
-class TinyCausalConfig(Strict):
+class TinyCausalConfig(ModelConfig):
+    """ModelConfig: partial sub-sections (``drift_ar={"speculative": ...}``) keep these defaults."""
+
     img_size: int = Field(16, ge=1)          # the bundled digits, upsampled to 16 x 16
     patch_size: int = Field(4, ge=1)         # 4 x 4 patches: L = 16 tokens of c = 16 channels
     class_num: int = Field(10, ge=1)
@@ -29,11 +31,6 @@ class TinyCausalConfig(Strict):
     drift_ar: DriftARConfig = Field(default_factory=_drift_ar)   # used when head_type == "drift"
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(num_iter=16, cfg=1.0,
                                                                             cfg_schedule="constant"))
-
-    @field_validator("drift_ar", mode="before")
-    @classmethod
-    def _keep_drift_ar_defaults(cls, value: object) -> object:
-        return with_defaults(value, _drift_ar())     # a partial drift_ar override keeps these defaults
 
     @model_validator(mode="after")
     def _check(self) -> "TinyCausalConfig":

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from driftar_core.config import SamplingConfig, Strict, with_defaults
+from driftar_core.config import ModelConfig, SamplingConfig, Strict
 from driftar_core.method.configs import DraftConfig, DriftARConfig, DriftDecoderConfig, move_legacy_keys
 
 
@@ -54,7 +54,7 @@ def _tiny_drift_ar() -> DriftARConfig:
                          draft=DraftConfig(dim=96, depth=1, num_heads=4))
 
 
-class MARConfig(Strict):
+class MARConfig(ModelConfig):
     """The whole MAR model. Validated on load; unknown keys fail (extra="forbid")."""
 
     # tokenizer (the ``patch`` tokenizer; real runs use the KL-16 VAE latent, 16x16x16 at 256 px)
@@ -92,20 +92,10 @@ class MARConfig(Strict):
 
     sampling: SamplingConfig = Field(default_factory=_tiny_sampling)
 
-    @model_validator(mode="before")
     @classmethod
-    def _legacy_drift_keys(cls, data: object) -> object:
+    def migrate(cls, data: dict) -> dict:
+        """Configs saved before the drift_ar section kept its decoder and draft at the top level."""
         return move_legacy_keys(data, {"drift": "decoder", "draft": "draft"})
-
-    @field_validator("sampling", mode="before")
-    @classmethod
-    def _keep_model_sampling_defaults(cls, value: object) -> object:
-        return with_defaults(value, _tiny_sampling())
-
-    @field_validator("drift_ar", mode="before")
-    @classmethod
-    def _keep_model_drift_ar_defaults(cls, value: object) -> object:
-        return with_defaults(value, _tiny_drift_ar())
 
     @property
     def seq_len(self) -> int:

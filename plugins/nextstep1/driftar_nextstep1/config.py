@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from driftar_core.config import SamplingConfig, Strict, with_defaults
+from driftar_core.config import ModelConfig, SamplingConfig, Strict
 from driftar_core.method.configs import (
     DriftARConfig, DriftDecoderConfig, SpeculativeConfig, WindowDraftConfig, move_legacy_keys)
 
@@ -62,7 +62,7 @@ def _legacy_draft(data: dict) -> dict:
     return data
 
 
-class NextStep1Config(Strict):
+class NextStep1Config(ModelConfig):
     """The whole NextStep-1 model. Validated on load; unknown keys fail (extra="forbid")."""
 
     # tokenizer (the ``patch`` tokenizer; real runs use the f8ch16 VAE latent, 2x2-patchified to c = 64)
@@ -111,22 +111,14 @@ class NextStep1Config(Strict):
     head_type: Literal["flow", "drift"] = "flow"   # "drift": Drift-AR's 1-NFE decoder (nextstep1_tiny_drift)
     drift_ar: DriftARConfig = Field(default_factory=_tiny_drift_ar)
 
-    @model_validator(mode="before")
     @classmethod
-    def _legacy_drift_keys(cls, data: object) -> object:
-        if isinstance(data, dict) and {"draft_type", "draft_layers", "window_draft"} & set(data):
-            data = _legacy_draft(dict(data))
+    def migrate(cls, data: dict) -> dict:
+        """Configs saved before the drift_ar section kept its decoder, draft and speculative settings at the
+        top level (``draft_type`` picking ``draft_layers`` or ``window_draft``)."""
+        if {"draft_type", "draft_layers", "window_draft"} & set(data):
+            data = _legacy_draft(data)
         return move_legacy_keys(data, {"drift": "decoder", "draft": "draft", "speculative": "speculative"})
 
-    @field_validator("sampling", mode="before")
-    @classmethod
-    def _keep_model_sampling_defaults(cls, value: object) -> object:
-        return with_defaults(value, _tiny_sampling())
-
-    @field_validator("drift_ar", mode="before")
-    @classmethod
-    def _keep_model_drift_ar_defaults(cls, value: object) -> object:
-        return with_defaults(value, _tiny_drift_ar())
 
     @property
     def grid(self) -> int:
