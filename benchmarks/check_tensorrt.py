@@ -78,7 +78,7 @@ def graph_parity(bundle: Path, trt_runner: Any, batches: list[int], seed: int) -
 
 
 def end_to_end(bundle: Path, trt_runner: Any, model: Any, batch: int, seed: int) -> dict[str, float]:
-    from driftar_export.exporter import torch_sampler
+    from driftar_export.sampler import torch_sampler
     from driftar_export.runtime.runner import Runner
     labels = torch.arange(batch) % 10
     ort = Runner(bundle, threads=1).sample(labels, generator=torch.Generator().manual_seed(seed)).images
@@ -123,7 +123,7 @@ def latency(sample: Any, batch: int, repeats: int, cuda_sync: bool) -> float:
 
 
 def timings(bundle: Path, trt_runner: Any, model: Any, repeats: int, ort_providers: list[str]) -> dict[str, Any]:
-    from driftar_export.exporter import torch_sampler
+    from driftar_export.sampler import torch_sampler
     from driftar_export.runtime.runner import Runner
     eager = torch_sampler(trt_runner.settings)
     rows: dict[str, Any] = {}

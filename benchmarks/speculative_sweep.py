@@ -2,7 +2,8 @@
 
 For a Drift-AR model with a draft (default ``nextstep1_tiny_drift.digits``), every image is decoded at
 batch 1 with its noise drawn ONCE and shared by all runs, so the sequential decoder (``generate``) is a
-deterministic map and each speculative run's deviation from it is measured per sample (METHOD.md 4.5):
+deterministic map and each speculative run's deviation from it is measured per sample
+(docs/method.md "Acceptance statistics"):
 
 - acceptance rate (committed drafts / drafts), mean accepted length, target and draft passes per image,
   the target-pass cut L / passes, median latency per image;
@@ -71,7 +72,7 @@ def decode_all(bundle: Any, labels: torch.Tensor, noise: torch.Tensor, **spec: A
 
 def training_entropy(bundle: Any, num: int = 256) -> float:
     """Mean target entropy E over the positions that see >= 2 keys, teacher-forced on training digits
-    (the calibration of the early stop's running mean, METHOD.md 4.2.3 (a))."""
+    (the calibration of the early stop's running mean, docs/method.md "Early stop")."""
     from driftar_core.data.digits import DigitsDataset
     data = DigitsDataset(split="train")
     images = torch.stack([data[i][0] for i in range(min(num, len(data)))])

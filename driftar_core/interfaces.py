@@ -272,7 +272,7 @@ class DriftARSupport:
 
     init_components: ``(bundle) -> None``, called once the trained baseline's backbone is loaded into
         ``bundle``: copy the frozen feature map ``bundle.phi`` and the draft's initial weights from the
-        trained target (METHOD: phi and the draft come from a trained target, never a random one).
+        trained target (never from a random one: docs/method.md "Two-phase training").
     entropy: the E that the drift decoder's Entropy-AdaLN global input sees in training. ``"token"``:
         each token's own E (a causal backbone samples token by token, so that is what sampling sees);
         ``"image_mean"``: the image mean of E (a masked backbone, whose sampler sees it per step).
@@ -285,7 +285,7 @@ class DriftARSupport:
 
 
 # ---------------------------------------------------------------------------------------------
-# What an exporter plugin registers (``driftar_register_exporters``, docs/plugins.md "Exporters")
+# What an exporter plugin registers (``driftar_register_exporters``, docs/plugins.md "Export")
 # ---------------------------------------------------------------------------------------------
 
 

@@ -103,6 +103,9 @@ class BackboneSpec:
     presets: preset name -> config overrides; ``{name}_{preset}`` becomes a model architecture.
     drift: how Drift-AR applies to this backbone (``driftar_core.interfaces.DriftARSupport``); None = the
         drift recipe does not apply to it.
+    graphs: ``(bundle, ExportBounds) -> list[driftar_core.graphs.GraphSpec]``: the graphs of the methods its
+        generation calls into the network (``driftar export``); the core adds the decoder's, the
+        tokenizer's and a window draft's. None = the backbone does not export.
     """
 
     name: str
@@ -111,6 +114,7 @@ class BackboneSpec:
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
     drift: Any = None
+    graphs: Callable[..., Any] | None = None
 
 
 LOADS = ("all", "backbone", "all_but_draft")

@@ -1,4 +1,4 @@
-"""Entropy-informed speculative decoding for causal continuous-token AR models (METHOD.md 4.2).
+"""Entropy-informed speculative decoding for causal continuous-token AR models (docs/method.md "Speculative decoding").
 
 A function over (target backbone, draft, head), like ``driftar_core.sampling.generate``, that cuts
 TARGET forward passes: one target pass verifies k drafted tokens. One round, n tokens committed:
@@ -6,10 +6,10 @@ TARGET forward passes: one target pass verifies k drafted tokens. One round, n t
     for m in 0..k-1:                                    # 1. the draft runs ahead on its own outputs
         z^, E^ = draft.step(dstate, n + m)              #    (its own KV cache; one draft pass each)
         x^[n+m] = head(z^, E^, eps[n+m]); draft.commit(x^[n+m])
-        stop early if mean E^ < gamma * EMA(E_target)   #    METHOD.md 4.2.3 (a), optional
+        stop early if mean E^ < gamma * EMA(E_target)   #    docs/method.md "Early stop", optional
     z, E = target.verify(tstate, x^[n..n+k-1])          # 2. ONE target pass: z, E for n .. n+k
     x*[n..n+k] = head(z, E, eps[n..n+k])                #    one batched head call, SAME noise
-    a = longest prefix with |x^ - x*|_2 / sqrt(c) <= tau0 + kappa * sigma(E)   # 3. V1 (METHOD 4.2.1)
+    a = longest prefix with |x^ - x*|_2 / sqrt(c) <= tau0 + kappa * sigma(E)   # 3. V1 in docs/method.md
     target.rollback(k - a); draft.rollback(k - a)       # 4. both caches drop the rejected drafts
     commit x*[n+a] to both                              #    correction (a < k) or bonus (a = k)
     n += a + 1
@@ -41,10 +41,10 @@ What the objects must provide:
 - head: the bundle's :class:`~driftar_core.interfaces.TokenHead`; ``sample`` must accept ``cfg`` as a
   float or a per-row tensor [N, 1] (positions of one round can have different CFG scales).
 
-Batches commit min over samples of the accepted length (simple, exact per sample; METHOD.md 4.2
+Batches commit min over samples of the accepted length (simple, exact per sample; docs/method.md
 "Batching"); at batch 1 nothing is lost. CFG runs in the same passes (the state doubles the batch).
 Every pass is counted: backbone_passes = target passes (= rounds), draft_passes, head_nfe (draft and
-target head calls, both sequential); ``extra`` has the acceptance statistics of METHOD.md 4.5.
+target head calls, both sequential); ``extra`` has the statistics of docs/method.md "Acceptance statistics".
 """
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
     through verify). tau0, kappa: the V1 tolerance tau0 + kappa * sigma(E_target) in token RMS units;
     0, 0 reproduces ``generate``. sigma: E -> sigma(E) (default: the head's prior, else Eq. 6).
     early_stop_gamma: stop drafting when the draft's mean E falls below gamma * EMA(target E)
-    (METHOD.md 4.2.3 (a); gamma = 0.8 there); the EMA starts at ``entropy_ema_init`` (a training-set
+    (docs/method.md "Early stop"; gamma = 0.8 there); the EMA starts at ``entropy_ema_init`` (a training-set
     statistic) or at the first round's target entropy (a feature-level draft proposes all k first, so
     there the stop shortens what is decoded and verified; every draft pass that ran is counted).
     negative_control: verify against the next
@@ -212,7 +212,7 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
         counts.backbone_passes += 1
         counts.head_nfe += head.nfe
 
-        # 3. accept the longest prefix within tau0 + kappa * sigma(E_target)  (V1, METHOD.md 4.2.1)
+        # 3. accept the longest prefix within tau0 + kappa * sigma(E_target)  (docs/method.md "Acceptance rule (V1)")
         e_target = (out.entropy[:B].float() if out.entropy is not None
                     else torch.full((B, k + 1), MISSING_ENTROPY, device=drafted.device))  # [B, k+1]
         dist = (drafted - x_star[:, :k]).float().pow(2).mean(-1).sqrt()       # [B, k]

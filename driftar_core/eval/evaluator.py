@@ -3,7 +3,7 @@ of driftar's Frechet distance, precision and recall (the role Inception-v3 plays
 
 It is trained once by :func:`train_evaluator` on the train split of the bundled digits and shipped in
 the zoo as ``digits_evaluator.digits`` (safetensors + card with its measured test accuracy). It is
-ONLY used to measure samples, never as a training signal (DESIGN.md, "Data and evaluation").
+ONLY used to measure samples, never as a training signal (docs/layout.md "Data and evaluation").
 
     images [B, 1, 16, 16] in [-1, 1]
       -> conv3x3(32) relu conv3x3(32) relu maxpool   [B, 32, 8, 8]

@@ -4,7 +4,7 @@ What every Drift-AR model shares is built here, once: the 1-NFE drift decoder ov
 condition z (width ``z_dim``) with the frozen feature map phi installed in its loss, the window draft
 when the section asks for one, and the default sampler declared as data (speculative when the
 section has enabled speculative settings). What only the backbone knows it passes in: phi (its own
-token path, docs/method.md "phi") and a draft of the kind only it can build (the transformer draft over
+token path, docs/method.md "Drift loss") and a draft of the kind only it can build (the transformer draft over
 its blocks, or its first layers). docs/plugins.md "Drift-AR" shows a plugin's ``build`` calling this.
 """
 from __future__ import annotations

@@ -9,9 +9,9 @@ from pydantic import Field, model_validator
 
 from driftar_core.config import Strict
 
-TEMPERATURES = (0.02, 0.05, 0.2)   # METHOD.md 1.12 / 2.3, R_list of the drifting recipe
-SIGMA_MAX = 0.5     # METHOD.md 1.12, official default
-TAU_SIGMA = 2.0     # METHOD.md 1.12, official default (near-linear map)
+TEMPERATURES = (0.02, 0.05, 0.2)   # docs/method.md "Official defaults"; R of "The drifting recipe"
+SIGMA_MAX = 0.5     # docs/method.md "Official defaults"
+TAU_SIGMA = 2.0     # docs/method.md "Official defaults" (near-linear map)
 
 
 class DriftDecoderConfig(Strict):
@@ -19,11 +19,11 @@ class DriftDecoderConfig(Strict):
 
     width: int = Field(256, ge=1)          # W; probe: 128 for 4-dim tokens; MAR's head is 1024 on ImageNet
     depth: int = Field(3, ge=1)            # residual AdaLN blocks; MAR's default head depth, the probe's 3
-    num_generated: int = Field(16, ge=2)   # G per token: 8 was clearly worse than 16 (PROBE_DRIFT_HEAD.md)
-    temperatures: tuple[float, ...] = TEMPERATURES  # drift kernel R_list (METHOD.md 2.3)
+    num_generated: int = Field(16, ge=2)   # G per token: 8 was worse than 16 (docs/method.md "The drift head probe")
+    temperatures: tuple[float, ...] = TEMPERATURES  # drift kernel temperatures (docs/method.md "The drifting recipe")
     sigma_max: float = Field(SIGMA_MAX, gt=0)       # Eq. 6, official default
     tau: float = Field(TAU_SIGMA, gt=0)             # Eq. 6, official default
-    sigma_min: float = Field(0.1, ge=0)    # floor on sigma(E) (DESIGN.md); safe with eps_input (module docstring)
+    sigma_min: float = Field(0.1, ge=0)    # floor on sigma(E) (docs/method.md "Prior (Eq. 6-7)"); safe with eps_input
     raw_weight: float = Field(1.0, ge=0)   # drift term in raw token space
     phi_weight: float = Field(1.0, ge=0)   # drift term in the frozen phi feature space (when installed)
     eps_input: bool = True                 # also feed eps itself (zero-init ``noise_proj``); see the module docstring
@@ -86,7 +86,7 @@ class WindowDraftConfig(Strict):
 
 
 class SpeculativeConfig(Strict):
-    """Defaults of entropy-informed speculative decoding (METHOD.md 4.2; driftar_core.speculative).
+    """Defaults of speculative decoding (docs/method.md "Speculative decoding"; driftar_core.speculative).
 
     A backbone config embeds it as ``speculative`` when its Drift-AR bundle samples speculatively by
     default. The tolerance tau0 + kappa * sigma(E_target) is in token RMS units; tau0 = kappa = 0
@@ -94,7 +94,7 @@ class SpeculativeConfig(Strict):
     """
 
     enabled: bool = True                    # the bundle's default sampler (driftar sample --no-speculative)
-    draft_len: int = Field(4, ge=0)         # k drafts per round (METHOD.md 4.2: 3-5 typical; the window draft: 6)
+    draft_len: int = Field(4, ge=0)         # k drafts per round (docs/method.md "Speculative decoding")
     tau0: float = Field(0.0, ge=0)          # absolute part of the acceptance tolerance
     # entropy-scaled part: kappa * sigma(E_target). 0.35 from the kappa sweeps of nextstep1_tiny_drift.digits
     # (BENCHMARKS.md): layer draft, k = 4: 68% acceptance, 3.6x fewer target passes, FD 1.07x the sequential

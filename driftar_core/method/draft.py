@@ -1,11 +1,11 @@
 """The draft model of entropy-informed speculative decoding (Drift-AR Eq. 3 + entropy alignment).
 
-METHOD.md 1.2 / 1.8: a small causal transformer over the TARGET's features. Output row j predicts
+docs/method.md "Draft (Eq. 3)": a small causal transformer over the TARGET's features. Output row j predicts
 the target feature at position j + 1:
 
     L_reg = SmoothL1( D(sg z)[:, :-1], sg z[:, 1:] )                       (Eq. 3)
 
-DESIGN.md "Entropy loss" / METHOD.md 3 B5: the paper's entropy loss aligns the DRAFT's
+docs/method.md "Draft (Eq. 3)", defect B5: the paper's entropy loss aligns the DRAFT's
 causal-normalised entropy (Eq. 4 on its own last-block causal attention) with the target's, so the
 draft is not over-confident. The official code instead maximises the target's entropy (Eq. 5),
 which drives E to 1 everywhere; that is not done here.
@@ -14,7 +14,7 @@ which drives E to 1 everywhere; that is not done here.
 
 The pairing follows the regression: draft row j is the draft's guess for position j + 1, so its
 attention entropy is compared with the target's entropy AT j + 1 (the entropy the target reports
-with z_{j+1}; METHOD.md 4.2.3 compares the two there). Row 0 sees one key (E = 0 by definition)
+with z_{j+1}; docs/method.md "Early stop" compares the two there). Row 0 sees one key (E = 0 by definition)
 and is skipped.
 
     L_draft = L_reg + entropy_weight * L_ent
@@ -22,11 +22,11 @@ and is skipped.
 Sequences are in GENERATION order (raster for NextStep-1; the caller permutes MAR's random order).
 Blocks use timm's ViT naming (``norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2``) so
 :meth:`DraftModel.init_from_blocks` can copy the first k blocks and the final norm of a trained
-target (METHOD.md 1.2, as the official code initialises its draft; DESIGN.md: after the target is
+target (as the official code initialises its draft; docs/method.md "Two-phase training": after the target is
 loaded, never from random blocks, issue D2). The output map is residual and zero-initialised
 (pred = z + head(norm(h))), so an untrained draft predicts "next feature = current feature".
 
-Optional EAGLE-style token input (``token_dim``; METHOD.md 4.2): the token sampled at position j
+Optional EAGLE-style token input (``token_dim``; docs/method.md "Running ahead"): the token sampled at position j
 is embedded (zero-init Linear c -> D) and added to z_j, because z_{j+1} depends on that sampled
 token, which z_j alone does not determine. Running ahead on its own outputs with a KV cache
 (``propose``) is the speculative sampler's job (a later issue), as is self-feed training.

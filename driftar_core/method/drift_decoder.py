@@ -1,4 +1,4 @@
-"""The 1-NFE drift decoder, per-token form (Drift-AR Eq. 7-8 and Entropy-AdaLN; METHOD.md 1.6-1.9, 2).
+"""The 1-NFE drift decoder, per-token form (Drift-AR Eq. 7-8, Entropy-AdaLN; docs/method.md "Drift decoder (1 NFE)").
 
 A :class:`~driftar_core.interfaces.TokenHead` for per-token heads (MAR, NextStep-1): it replaces the
 100-step diffusion MLP with one network evaluation.
@@ -9,7 +9,7 @@ A :class:`~driftar_core.interfaces.TokenHead` for per-token heads (MAR, NextStep
 G is MAR's SimpleMLPAdaLN without the time embedding: ``input_proj`` (c -> W), ``cond_embed`` of z
 (D -> W) as the AdaLN condition, ``res_blocks`` (LayerNorm -> shift/scale -> MLP -> gated residual,
 ``adaLN_modulation`` zero-initialised) and a ``final_layer`` (AdaLN + Linear W -> c). The output
-Linear keeps its default init (PROBE_DRIFT_HEAD.md "What worked" 4; ``zero_init_output`` restores
+Linear keeps its default init (docs/method.md "The drift head probe", what worked 4; ``zero_init_output`` restores
 MAR's zero init).
 
 The eps skip (``eps_input``, on by default; a driftar addition): h = input_proj(x0) + noise_proj(eps)
@@ -24,10 +24,10 @@ spread, ED = energy distance to the truth):
                       constant sigma 0.5 -> 0.54, ED 0.14; constant sigma 1.0 (E = 1) -> 1.04, ED 0.08
     with eps skip:    floor 0 / 0.1 / 0.25 -> ratio 1.09 / 0.97 / 1.05, ED 0.064 / 0.083 / 0.065
 
-sigma(E) still sets the prior's spread at init and the speculative tolerance (METHOD.md 4.2.1). With
-``eps_input=False`` (the paper's G) keep sigma >= ~0.5 everywhere (raise sigma_min and sigma_max).
+sigma(E) still sets the prior's spread at init and the speculative tolerance (docs/method.md "Acceptance rule (V1)").
+With ``eps_input=False`` (the paper's G) keep sigma >= ~0.5 everywhere (raise sigma_min and sigma_max).
 
-Entropy-AdaLN (METHOD.md 1.9), both pathways zero-initialised so E has no effect at init:
+Entropy-AdaLN (docs/method.md "Drift decoder (1 NFE)"), both pathways zero-initialised so E has no effect at init:
 
 - global: e_g -> MLP (1 -> W -> W), added to the condition that drives every AdaLN modulation;
 - spatial: e_r -> MLP (1 -> W -> 2W) -> (scale, shift), applied ONCE at the input after
@@ -39,8 +39,8 @@ E, or the mean over the tokens of the current AR step) where the backbone has it
 token's own E is used for both pathways. E missing altogether (a backbone built without entropy)
 counts as E = 1 (sigma = sigma_max).
 
-Training (Eq. 8, METHOD.md 2; DESIGN.md "Drift loss"): every token is its own condition. For each
-token the head draws G = ``num_generated`` noise samples (>= 16: PROBE_DRIFT_HEAD.md), producing G
+Training (Eq. 8, docs/method.md "Drift loss (Eq. 8)"): every token is its own condition. For each
+token the head draws G = ``num_generated`` noise samples (>= 16: "The drift head probe"), producing G
 outputs that are the generated set; positives are the ground-truth token (plus any extra positives
 the caller passes, e.g. every real token sharing an exact condition); negatives are the current G
 samples of the same token (self-masked). The drift is computed in the raw token space and,
@@ -49,11 +49,11 @@ optionally, in the space of a FROZEN feature map phi (each space its own drift t
 
 The phi hook (:meth:`DriftDecoder.set_feature_map`): a callable [M, c] -> [M, F] that the backbone
 integration builds from a TRAINED target (its penultimate block behind a token -> width map, as
-METHOD.md 1.2 describes), after the target is loaded. It is frozen here, kept out of the decoder's
+docs/method.md "The official code" describes), after the target is loaded. It is frozen here, kept out of the decoder's
 parameters and state dict (a bundle rebuilt from config has no phi; the trainer re-installs it) and
 not moved by ``.to()``: the caller moves it. Gradients flow through phi into the generated tokens only.
 
-CFG at inference (METHOD.md 1.6): cond and uncond rows in one doubled batch with the SAME eps, then
+CFG at inference (docs/method.md "Drift decoder"): cond and uncond rows in one doubled batch with the SAME eps, then
 x = x_u + s * (x_c - x_u). ``temperature`` scales eps.
 
 TODO (later issue): the sequence (cross-attention) form for TransDiff, where G maps the whole
@@ -197,12 +197,22 @@ class DriftDecoder(nn.Module):
         elif cfg != 1.0:
             raise ValueError(f"cfg={cfg} needs z with 2N rows ([cond; uncond]); got N={N} rows")
         e_tok, e_glob = self._entropies(z, entropy, entropy_global)            # [N'] each
-        x0 = self.prior(z, e_tok, eps)                                         # [N', c] Eq. 7
-        x = self.net(x0, eps, z, e_tok, e_glob)                                # [N', c]
+        x = self.decode(z, e_tok, e_glob, eps)                                 # [N', c]
         if doubled:
             x_c, x_u = x.chunk(2)                                              # [N, c] each
             x = x_u + cfg * (x_c - x_u)                                        # [N, c]
         return x
+
+    def decode(self, z: Tensor, entropy: Tensor, entropy_global: Tensor, eps: Tensor) -> Tensor:
+        """The one network call of sampling (the exported ``decoder`` graph): z [N', D], E [N'], image-level
+        E [N'], eps [N', c] (already scaled by the temperature) -> tokens [N', c].
+
+            x0 = mu(z) + sigma(E) * eps        Eq. 7 (prior.py; sigma of Eq. 6 with the sigma_min floor)
+            x  = G(x0 ; z, E, E_global)        one pass, Entropy-AdaLN
+        """
+        e_tok, e_glob = entropy.to(z.dtype), entropy_global.to(z.dtype)
+        x0 = self.prior(z, e_tok, eps)                                         # [N', c] Eq. 7
+        return self.net(x0, eps, z, e_tok, e_glob)                             # [N', c]
 
     def loss_terms(self, target: Tensor, z: Tensor, mask: Tensor | None = None, entropy: Tensor | None = None, *,
                    entropy_global: Tensor | None = None, positives: Tensor | None = None,

@@ -1,17 +1,17 @@
 """The drift loss (Drift-AR Eq. 8) as in "Generative Modeling via Drifting", plus collapse monitors.
 
-Follows METHOD.md 2.1-2.3 and 2.7 (written from that spec; DESIGN.md "Decisions on the method"):
+Follows docs/method.md "The drifting recipe" (written from it) and "Drift loss (Eq. 8)":
 
 - P independent drift problems. Each problem p has a generated set X_p (G samples of ONE condition,
   different noise), positives Y+_p (real samples of that condition) and optional extra negatives
   Y-_p. The negatives are [X_p itself (self-masked), Y-_p]: the CURRENT generated set, never a stale
-  bank (METHOD.md 2.2, issue C4).
-- Each feature LOCATION is its own problem (METHOD.md 2.4): for an image-level decoder, reshape
+  bank ("The drifting recipe", anti-symmetry; issue C4).
+- Each feature LOCATION is its own problem ("The drifting recipe"): for an image-level decoder, reshape
   [B, G, L, S] -> [B*L, G, S] with :func:`location_problems`, so different images are compared at
   the same position. The official Drift-AR code uses the L tokens of one image as the set, which
   makes the loss invariant to permuting the image's tokens (issue C1); this layout is not.
 
-Mechanics (METHOD.md 2.3), all fp32 and under stop-gradient except the final MSE:
+Mechanics ("The drifting recipe", steps 1-5), all fp32 and under stop-gradient except the final MSE:
 
     d_ij   = ||x_i - y_j||                      y in [X, Y-, Y+]                    [P, G, T]
     s      = weighted mean of d over distinct pairs (one scalar for the batch), >= 1e-3
@@ -19,21 +19,21 @@ Mechanics (METHOD.md 2.3), all fp32 and under stop-gradient except the final MSE
     l_ij   = -(d_ij / s + 100 [y_j is x_i]) / R      for R in (0.02, 0.05, 0.2)
     a_ij   = sqrt(softmax_j(l)_ij * softmax_i(l)_ij) * w_j         (double softmax)
     V_R(x_i) = sum_j a+_ij S-_i (y~+_j - x~_i) - sum_k a-_ik S+_i (y~-_k - x~_i)
-             = sum_jk a+_ij a-_ik (y~+_j - y~-_k)       (product form, METHOD.md 2.2)
+             = sum_jk a+_ij a-_ik (y~+_j - y~-_k)       (product form)
     goal   = x~ + sum_R V_R / rms(V_R)              (rms over the whole batch)
     L      = mean_p w_p mean_{i,s} (x~_live - sg(goal))^2
 
 Because the coefficients of positives and negatives sum to zero, V_{p,q} = -V_{q,p} and V = 0
 when the positive and negative sets coincide (:func:`drift_field` with ``self_negatives=False``
 exposes this form for tests). The loss value is uninformative (about 7-9 by construction: three
-unit-RMS forces); watch :class:`DriftMonitors` instead (PROBE_DRIFT_HEAD.md recommendation 3): a
+unit-RMS forces); watch :class:`DriftMonitors` instead (docs/method.md "The drift head probe"): a
 falling global scale s was the early sign of collapse, and the per-problem spread of the G samples
 over the positives' spread should stay near 1.
 
 Deliberate detail: s averages over DISTINCT pairs (the zero self-distances of X are excluded), and
 problem weights (e.g. MAR's loss mask) weight s, the RMS and the loss, so masked problems do not
-move the normalisation. The drifting code also floors the affinity product at 1e-6; the spec does
-not, and neither do we.
+move the normalisation. The drifting code also floors the affinity product at 1e-6; the recipe we
+follow (docs/method.md "The drifting recipe") does not, and neither do we.
 """
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-SELF_MASK = 100.0                  # added to the normalised self-distance (METHOD.md 2.3 step 3)
-SCALE_FLOOR = 1e-3                 # global distance scale s >= 1e-3 (METHOD.md 2.7)
-RMS_FLOOR = 1e-8                   # per-temperature force RMS floor (METHOD.md 2.3 step 4)
-SQ_DIST_FLOOR = 1e-8               # distances clamped away from 0 (METHOD.md 2.3 step 1)
+SELF_MASK = 100.0                  # added to the normalised self-distance ("The drifting recipe" step 3)
+SCALE_FLOOR = 1e-3                 # global distance scale s >= 1e-3 (step 2)
+RMS_FLOOR = 1e-8                   # per-temperature force RMS floor (step 4)
+SQ_DIST_FLOOR = 1e-8               # distances clamped away from 0 (step 1)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ class DriftField:
 def drift_field(x: Tensor, pos: Tensor, neg: Tensor | None = None, *, pos_weight: Tensor | None = None,
                 neg_weight: Tensor | None = None, weight: Tensor | None = None,
                 temperatures: tuple[float, ...] = TEMPERATURES, self_negatives: bool = True) -> DriftField:
-    """The drifting field V_{p,q}(x) of METHOD.md 2.3 for P problems at once (no gradient, fp32).
+    """The drifting field V_{p,q}(x) of docs/method.md "The drifting recipe" for P problems at once (no gradient, fp32).
 
     x: [P, G, S] generated samples; pos: [P, C_p, S] positives (Y+); neg: [P, C_n, S] extra negatives.
     pos_weight [P, C_p], neg_weight [P, C_n]: target weights (multiply the affinities); weight [P]:
@@ -161,7 +161,7 @@ def drift_field(x: Tensor, pos: Tensor, neg: Tensor | None = None, *, pos_weight
 
 @dataclass
 class DriftMonitors:
-    """Collapse monitors of one feature space (PROBE_DRIFT_HEAD.md recommendation 3); 0-dim tensors.
+    """Collapse monitors of one feature space (docs/method.md "The drift head probe"); 0-dim tensors.
 
     scale: the drift loss's global distance scale s (raw feature units); a steady fall is the early
         sign of collapse.

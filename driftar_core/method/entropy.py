@@ -1,4 +1,4 @@
-"""Causal-normalised attention entropy (Drift-AR Eq. 4; METHOD.md section 1.3).
+"""Causal-normalised attention entropy (Drift-AR Eq. 4; docs/method.md "Entropy E (Eq. 4)").
 
 E_r = -(1 / log r) * sum_c A_rc log A_rc, where A is the head-averaged attention row r of the
 target's penultimate block and r is the number of keys row r can see ("causal-normalised": log r
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-PROB_FLOOR = 1e-8  # log clamp (METHOD.md 1.3)
+PROB_FLOOR = 1e-8  # log clamp (docs/method.md "Entropy E (Eq. 4)")
 
 
 def attention_entropy(attn: Tensor, visible: Tensor | None = None, key_subset: slice | None = None) -> Tensor:

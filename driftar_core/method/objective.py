@@ -8,7 +8,7 @@
     phase II (t >= 0.8 T): backbone and draft frozen (no grad), L = L_drift    (Eq. 10)
 
 Training starts from a trained baseline (``model.init_from``); ``prepare_drift`` then copies the
-frozen feature map phi and the draft's blocks from that trained target (METHOD.md 1.2, DESIGN.md).
+frozen feature map phi and the draft's blocks from that trained target (docs/method.md "Two-phase training").
 The draft sees only stop-gradient target features, so in phase I the backbone is trained by the
 drift loss alone; with Adam, alpha then mostly re-weights two disjoint parameter sets.
 """

@@ -1,19 +1,19 @@
 """The entropy-parameterised Gaussian prior of the 1-NFE drift decoder (Drift-AR Eq. 6-7).
 
-METHOD.md 1.5 (Eq. 6), entropy -> prior standard deviation:
+Eq. 6 (docs/method.md "Prior (Eq. 6-7)"), entropy -> prior standard deviation:
 
     sigma(E) = sigma_max * (exp(E / tau) - 1) / (exp(E_max / tau) - 1),   clamped to [sigma_min, sigma_max]
 
 with the official defaults sigma_max = 0.5, tau = 2.0, E_max = 1 (almost linear: sigma(0.5) = 0.219).
 
-driftar adds the lower bound ``sigma_min`` (DESIGN.md "Decisions on the method";
-PROBE_DRIFT_HEAD.md "What failed" 2): a prior mean mu(z) with sigma = 0.1 collapsed the one-step head
+driftar adds the lower bound ``sigma_min`` (docs/method.md "Prior (Eq. 6-7)";
+"The drift head probe", what failed 2): a prior mean mu(z) with sigma = 0.1 collapsed the one-step head
 to the conditional mean, sigma = 1 did not. Eq. 6 as written gives sigma(0) = 0 (and the official code
 forces E = 0 at the first causal position), i.e. a deterministic token there. The floor is a clamp, not
-an affine remap, so every Eq. 6 value above the floor is unchanged (the METHOD.md 1.5 table still holds)
+an affine remap, so every Eq. 6 value above the floor is unchanged (the Eq. 6 table of docs/method.md still holds)
 and sigma(0) = sigma_min.
 
-METHOD.md 1.6 (Eq. 7), the prior itself:
+Eq. 7, the prior itself:
 
     mu = W_mu z  (per token, ``enc_to_token_proj``: D -> c),   x0 = mu + sigma(E) * eps,   eps ~ N(0, I_c)
 
@@ -47,7 +47,7 @@ def entropy_sigma(entropy: Tensor, sigma_max: float = SIGMA_MAX, tau: float = TA
 class EntropyPrior(nn.Module):
     """x0 = mu(z) + sigma(E) * eps (Eq. 7) with mu = ``enc_to_token_proj`` (Linear D -> c).
 
-    The official code freezes ``enc_to_token_proj`` in Phase II (METHOD.md 1.10); freezing is the
+    The official code freezes ``enc_to_token_proj`` in Phase II (docs/method.md "Two-phase training"); freezing is the
     trainer's job (``requires_grad_(False)`` on this module), nothing here depends on it.
     The numbers come from ``DriftDecoderConfig`` (the one place driftar's defaults live).
     """

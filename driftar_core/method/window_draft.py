@@ -1,6 +1,6 @@
-"""A feature-level draft that runs ahead WITHOUT a head call per drafted token (METHOD.md 4.2).
+"""A feature-level draft that runs ahead WITHOUT a head call per drafted token (docs/method.md "Draft (Eq. 3)").
 
-METHOD.md 4.2 asks for an EAGLE-style draft: its input is the target's feature for committed
+docs/method.md "Running ahead" asks for an EAGLE-style draft: its input is the target's feature for committed
 positions and its own predicted feature for drafted ones, plus the token. With a 1-NFE head and
 noise drawn once per position, the token at position p is a deterministic function of what the head
 sees there, x_p = g(mu(z_p) + sigma(E_p) eps_p; z_p, E_p) (with CFG, of both rows z_p^c, z_p^u), so
@@ -26,7 +26,7 @@ between rounds nothing is rolled back. Positions before the first token are zero
 
 It is trained by self-distillation from the finished Drift-AR model (method/window_draft_train.py):
 rollouts sampled with the model's own sampler record eps, the target's teacher-forced features give
-(z, E) at every position, and the draft is unrolled on its own outputs ("self-feed", METHOD.md 4.2)
+(z, E) at every position, and the draft is unrolled on its own outputs ("self-feed", docs/method.md "Running ahead")
 against Eq. 3's regression, the draft-target entropy alignment and the token the head makes.
 """
 from __future__ import annotations

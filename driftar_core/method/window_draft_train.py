@@ -4,19 +4,19 @@
     rows      = [z^c, z^u, E^c, E^u, eps] per position: the target's features of each rollout in ONE
                 cached verify pass (exactly what the speculative sampler's verify pass returns)
     per step: (sequence, start position) examples; the draft is unrolled ``unroll`` steps on its OWN
-              predictions (self-feed, METHOD.md 4.2), and at every step
+              predictions (self-feed, docs/method.md "Running ahead"), and at every step
               L = reg_weight     * SmoothL1(z_draft, sg z)                       (Eq. 3, both CFG rows)
                 + entropy_weight * |E_draft - sg E|                              (entropy alignment)
                 + token_weight   * ||g(z_draft, E_draft, eps) - x||^2 / c        (through the frozen head)
 
 The last term trains what the acceptance rule tests (the token the head makes from the drafted
-feature, METHOD.md 4.2.1 V1). Only the draft trains; target, head and tokenizer are frozen. The
+feature, docs/method.md "Acceptance rule (V1)"). Only the draft trains; target, head and tokenizer are frozen. The
 rollout buffer is rebuilt from ``train.seed`` on resume (it depends only on the frozen model).
 The training images the trainer hands over are not used.
 
 Logged: ``accept_1`` (step-1 acceptance under the model's speculative tolerance) and
 ``tokens_per_round`` = 1 + sum over draft steps of the prefix acceptance (the cost model's
-E[tokens per round] at draft length ``unroll``, METHOD.md 4.5), on the training examples.
+E[tokens per round] at draft length ``unroll``, docs/method.md "Acceptance statistics"), on the training examples.
 """
 from __future__ import annotations
 

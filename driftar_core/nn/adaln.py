@@ -1,5 +1,5 @@
 """The AdaLN residual MLP pieces of MAR's SimpleMLPAdaLN (LTH14/mar models/diffloss.py), shared by
-every per-token head: MAR's DDPM head, NextStep-1's flow head (same key layout, BACKBONES.md 4.5)
+every per-token head: MAR's DDPM head, NextStep-1's flow head (same key layout, docs/backbones.md "NextStep-1")
 and the Drift-AR decoder. Module and parameter names follow the official checkpoints:
 ``time_embed.mlp.{0,2}``, ``res_blocks.{j}.{in_ln, mlp.0, mlp.2, adaLN_modulation.1}``,
 ``final_layer.{norm_final, adaLN_modulation.1, linear}``.

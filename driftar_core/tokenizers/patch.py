@@ -1,8 +1,8 @@
 """The ``patch`` tokenizer: p x p pixel patches as continuous tokens, no weights.
 
-MAR's pixel-space ablation groups pixels into patches in the same way (BACKBONES.md section 2.1).
+MAR's pixel-space ablation groups pixels into patches in the same way (docs/backbones.md "MAR: architecture").
 On the bundled 16x16 digits with p = 2 it gives L = 64 tokens of c = 4 channels, the scale at which
-the drift-head probe was run (docs/PROBE_DRIFT_HEAD.md).
+the drift-head probe was run (docs/method.md "The drift head probe").
 """
 from __future__ import annotations
 

@@ -6,9 +6,9 @@
     engine.backward(loss)
 
 Launch with ``torchrun --nproc_per_node N`` (it sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
-MASTER_PORT); the backend is nccl on GPU and gloo on CPU (DESIGN.md "Scale beyond one machine",
-ECOSYSTEM.md section 5). The official Drift-AR code called the unwrapped module, so its gradients were
-never all-reduced (METHOD.md D1); here the only way to train is through :meth:`Engine.setup`'s wrapper.
+MASTER_PORT); the backend is nccl on GPU and gloo on CPU (docs/layout.md "Training at scale"). The
+official Drift-AR code called the unwrapped module, so its gradients were never all-reduced (D1 in
+docs/method.md); here the only way to train is through :meth:`Engine.setup`'s wrapper.
 
 Collectives (``barrier``, ``reduce_mean``, ``broadcast_object``, ``all_gather_object``) are no-ops
 in a single process, so the trainer is written once for both cases. Every rank must call them in

@@ -2,7 +2,7 @@
 
 The objective is what the engine wraps in DistributedDataParallel, so the whole loss, tokenizer to
 head, runs inside the wrapper's forward and its gradients are all-reduced (the official Drift-AR code
-called the unwrapped module; METHOD.md D1).
+called the unwrapped module; D1 in docs/method.md "Defects of the official code").
 
     tokens = tokenizer.encode(images)                   # [B, L, c], no grad (the tokenizer is frozen)
     out    = backbone.forward_train(tokens, labels)     # z [B, L, D], loss_mask [B, L], E [B, L]

@@ -1,6 +1,6 @@
 """AdamW with MAR's weight-decay split, linear warmup then constant LR, and gradient clipping.
 
-MAR (main_mar.py, BACKBONES.md section 2.4): AdamW betas (0.9, 0.95), weight decay 0.02 on weight
+MAR (main_mar.py, docs/backbones.md "MAR: training recipe"): AdamW betas (0.9, 0.95), weight decay 0.02 on weight
 matrices only; no decay on biases, norms, other 1-D parameters or ANY parameter of the DiffLoss head.
 The LR warms up linearly and then stays constant (MAR's default; its cosine option is not used).
 Every value comes from ``RunConfig.optim`` (the one place defaults live).

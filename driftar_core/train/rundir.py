@@ -11,7 +11,7 @@
 
 A resumed run keeps writing into the same directory; a config or environment that differs from the
 saved one is recorded beside it (``config.resume-step-XXXXXXX.json``), never over it.
-ECOSYSTEM.md recommendations 14-16 (timm's output dirs, LightningCLI's saved config, diffusers' resume).
+docs/layout.md "Runs" (timm's output dirs, LightningCLI's saved config, diffusers' resume).
 """
 from __future__ import annotations
 

@@ -4,18 +4,22 @@
     driftar run --bundle bundles/mar -n 16 --out grid.png [--compare]
     driftar export --model bundles/mar --target tensorrt --out bundles/mar      (GPU + tensorrt)
 
+One sampling loop for every runtime: a graph IS a method the model's own loop calls into the network
+(``driftar_core.graphs``: ``backbone.step_net``, ``backbone.feed_net``, ``head.decode``, ...). The
+backbone plugin declares its graphs (``BackboneSpec.graphs``); this package traces them, checks them and
+runs them, and names no backbone.
+
 Layout, in data-flow order:
 
 - ``options``: the exporters' pydantic options (every default lives there; torch-free).
-- ``graphs/``: what is exported. ``spec`` (a graph's I/O, dynamic dims and their bounds), ``common``
-  (the 1-NFE ``decoder`` and ``detokenize``), ``masked`` (MAR's ``target_step``) and ``causal``
-  (NextStep-1's ``*_prefill``, ``target_step``, ``target_verify``, ``draft_step`` with the KV cache as
-  explicit inputs and outputs). No in-graph loops (docs/ECOSYSTEM.md section 3).
-- ``onnx_export`` / ``bundle``: torch.onnx.export(dynamo=True), onnx.checker, parity against PyTorch
-  at shapes unlike the example's, and the bundle directory with ``manifest.json``.
-- ``runtime/``: the host loops (plain MAR, plain and speculative causal) over any graph executor,
-  the ONNX Runtime executor and the ``Runner`` that reproduces the PyTorch samplers for a seed.
-- ``tensorrt/``: engines from the bundle's graphs (TensorRT 10 and 11), the engine stamp, a runner.
+- ``graphs/common``: the graphs of the core's components (the 1-NFE ``decoder``, ``detokenize``, the
+  window draft's ``draft_window``). No in-graph loops (docs/layout.md "Export").
+- ``exporter`` / ``onnx_export``: the backbone's declared graphs plus those, torch.onnx.export(dynamo=True),
+  onnx.checker, parity against PyTorch at shapes unlike the example's, the bundle directory with
+  ``manifest.json``, and a whole-sampler check.
+- ``runtime/``: graph executors (ONNX Runtime; ``run(role, feeds)``) and the ``Runner``: the model's
+  skeleton with its graph methods bound to them, driven by ``generate`` / ``speculative_generate``.
+- ``tensorrt/``: engines from the bundle's graphs (TensorRT 10 and 11), the engine stamp, an executor.
 
 Importing this package imports nothing heavy.
 """

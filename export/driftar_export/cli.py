@@ -108,7 +108,7 @@ def _compare(runner: object, settings: dict, chunks: tuple, seed: int, images: o
     import torch
 
     from driftar_core.resolve import load_model
-    from driftar_export.exporter import torch_sampler
+    from driftar_export.sampler import torch_sampler
     ref = runner.model.get("ref")
     if not ref:
         raise click.ClickException("the bundle does not record the model it was exported from; cannot --compare")

@@ -59,7 +59,7 @@ def check_out_dir(out: str | Path, option: str = "--out") -> Path:
     if not out.is_dir() or not any(out.iterdir()):
         return out
     try:
-        manifest = parse_manifest(out)
+        manifest = parse_manifest(out, any_version=True)
         owned = bundle_files(out, manifest)
     except BundleError:
         raise ExportError(f"{option} {out} exists and is not an export bundle (it has no {MANIFEST} of format "

@@ -21,9 +21,8 @@ from typing import Any, Callable
 from driftar_export.manifest import (DRAFT_ROLES, FORMAT, MANIFEST, read_manifest, record_files, summary, versions,
                                      write_manifest)
 from driftar_export.options import ExportError, OnnxOptions
+from driftar_export.sampler import SPECULATIVE_KEYS, torch_sampler
 
-SPECULATIVE_KEYS = ("draft_len", "tau0", "kappa", "early_stop_gamma", "entropy_ema_init", "entropy_ema_decay")
-SAMPLING_KEYS = ("num_iter", "cfg", "cfg_schedule", "temperature")
 SAMPLER_CHECK_ATOL = 1e-3       # images of the whole ORT loop vs PyTorch (float round-off through L steps)
 
 
@@ -32,22 +31,27 @@ SAMPLER_CHECK_ATOL = 1e-3       # images of the whole ORT loop vs PyTorch (float
 # -------------------------------------------------------------------------------------------------
 
 
-def check_supported(bundle: Any) -> None:
+def check_supported(bundle: Any) -> Any:
+    """The backbone's declared graph function (``BackboneSpec.graphs``); a clear error when it cannot export."""
     from driftar_core.method.drift_decoder import DriftDecoder
+    from driftar_core.plugins import registries
     if not isinstance(bundle.head, DriftDecoder):
         head = type(bundle.head).__name__
         raise ExportError(
             f"cannot export {bundle.arch or bundle.backbone_name}: its head is {head} ({getattr(bundle.head, 'nfe', '?')} "
             "NFE per token, a sampling loop that would have to live inside the graph). driftar-export exports Drift-AR "
             "bundles, whose head is the 1-NFE DriftDecoder: export the drift variant (e.g. mar_tiny_drift.digits).")
-    if bundle.backbone_name not in ADAPTERS:
-        raise ExportError(f"driftar-export has no graph adapter for backbone {bundle.backbone_name!r} "
-                          f"(supported: {', '.join(sorted(ADAPTERS))})")
+    graphs = registries().backbones.get(bundle.backbone_name).graphs
+    if graphs is None:
+        raise ExportError(f"backbone {bundle.backbone_name!r} declares no export graphs (BackboneSpec.graphs: the methods "
+                          "its generation calls into the network; docs/plugins.md 'Export')")
+    return graphs
 
 
 def sampler_settings(bundle: Any, choice: str = "default") -> dict[str, Any]:
     """The sampler the runner must reproduce, every argument resolved to a value: the bundle's declared
     default (``bundle.sampler``, a SamplerSpec) or the kind ``choice`` forces."""
+    from driftar_core.interfaces import SpeculativeBackbone
     from driftar_core.method.configs import SpeculativeConfig
     from driftar_core.speculative import speculative_generate, speculative_settings
     s = bundle.config.sampling
@@ -58,9 +62,9 @@ def sampler_settings(bundle: Any, choice: str = "default") -> dict[str, Any]:
         return {"kind": "plain", **base}
     if bundle.draft is None:
         raise ExportError("speculative sampling needs a draft model (bundle.draft is None); use --set sampler=plain")
-    if bundle.backbone_name not in CAUSAL:
-        raise ExportError(f"speculative sampling is exported for causal backbones ({', '.join(CAUSAL)}), "
-                          f"not {bundle.backbone_name!r}")
+    if not isinstance(bundle.backbone, SpeculativeBackbone):
+        raise ExportError(f"speculative sampling needs a backbone with verify / rollback (SpeculativeBackbone); "
+                          f"{bundle.backbone_name!r} has none")
     speculative = spec.speculative or SpeculativeConfig()       # forced on a plain-default model: the defaults
     params = inspect.signature(speculative_generate).parameters
     kw = speculative_settings(speculative)
@@ -84,71 +88,35 @@ def weights_digest(bundle: Any) -> str:
     return h.hexdigest()
 
 
-def torch_sampler(settings: dict[str, Any]) -> Callable[..., Any]:
-    """``sampler(bundle, labels, generator=g)`` running the PyTorch loop the settings describe."""
-    from driftar_core.sampling import generate
-    from driftar_core.speculative import speculative_generate
-    func = generate if settings["kind"] == "plain" else speculative_generate
-    keys = SAMPLING_KEYS if settings["kind"] == "plain" else (*SAMPLING_KEYS[1:], *SPECULATIVE_KEYS)
-    kw = {k: settings[k] for k in keys}
-    plain_kw = {k: settings[k] for k in SAMPLING_KEYS[1:]}
-    limit = settings.get("speculate_up_to")                # the default sampler decodes larger batches plainly
-
-    def sample(bundle: Any, labels: Any, generator: Any = None) -> Any:
-        if limit is not None and len(labels) > limit:
-            return generate(bundle, labels, generator=generator, **plain_kw)
-        return func(bundle, labels, generator=generator, **kw)
-    return sample
-
-
 # -------------------------------------------------------------------------------------------------
-# Backbone adapters: specs + manifest sections
+# The graphs: the backbone plugin's (declared) and the core components'
 # -------------------------------------------------------------------------------------------------
 
 
-def masked_adapter(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    from driftar_export.graphs.common import decoder_spec, detokenize_spec
-    from driftar_export.graphs.masked import masked_specs
-    L, _ = bundle.tokenizer.token_shape
-    rows = 2 * options.max_batch
-    specs = [*masked_specs(bundle, rows), decoder_spec(bundle.head, rows * L), detokenize_spec(bundle.tokenizer, options.max_batch)]
-    return specs, {"model": {"kind": "masked", "buffer_size": bundle.backbone.buffer_size}}
-
-
-def causal_adapter(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+def graph_specs(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Every graph of ``bundle``: the backbone's (``BackboneSpec.graphs``), the decoder, the detokenizer and
+    a window draft; plus the bounds they were built for."""
+    from driftar_core.graphs import ExportBounds
     from driftar_core.interfaces import FeatureDraft
-    from driftar_export.graphs.causal import cache_layout, causal_specs, prompt_table
-    from driftar_export.graphs.common import decoder_spec, detokenize_spec
-    lm, draft = bundle.backbone, bundle.draft
-    window = isinstance(draft, FeatureDraft)             # the window draft: one graph, its rows on the host
-    prompts = prompt_table(lm)
-    longest = max(len(p) for p in [*prompts["class_prefix_ids"], prompts["negative_prefix_ids"]])
-    max_prompt = options.max_prompt_len or longest
-    if max_prompt < longest:
-        raise ExportError(f"max_prompt_len {max_prompt} is shorter than the longest class prompt prefix ({longest})")
-    declared = bundle.sampler.speculative
-    k = options.max_draft_len or settings.get("draft_len") or (declared.draft_len if declared else None) or 4
-    if settings["kind"] == "speculative" and settings["draft_len"] > k:
-        raise ExportError(f"max_draft_len {k} is below the sampler's draft_len {settings['draft_len']}")
-    rows = 2 * options.max_batch
-    bounds = {"max_rows": rows, "max_prompt_len": max_prompt}
-    # With a draft, target_step is target_verify's graph with one element: one export, one parity run, two
-    # roles (a TensorRT engine per role, each with its own profile: elements 1 for plain decoding).
-    feeds = {"target_step": (1, 1)} if draft is None else {"target_verify": (1, k + 1)}
-    specs = causal_specs(lm, "target", feeds=feeds, **bounds)
-    section: dict[str, Any] = {"prompts": prompts, "target": cache_layout(lm)}
-    if window:
-        from driftar_export.graphs.window import window_draft_spec, window_layout
-        specs.append(window_draft_spec(draft, options.max_batch))
-        section["draft"] = window_layout(draft)
-    elif draft is not None:
-        specs += causal_specs(draft, "draft", feeds={"draft_step": (1, 2)}, **bounds)
-        section["draft"] = cache_layout(draft)
-    heads = rows * ((k + 1) if draft is not None else 1)
-    specs += [decoder_spec(bundle.head, heads), detokenize_spec(bundle.tokenizer, options.max_batch)]
-    return specs, {"model": {"kind": "causal"}, "causal": section,
-                   "aliases": {"target_step": ("target_verify", {"elements": 1})} if draft is not None else {},
-                   "options_resolved": {"max_draft_len": k if draft is not None else None, "max_prompt_len": max_prompt}}
+    from driftar_export.graphs.common import decoder_spec, detokenize_spec, window_draft_spec
+    backbone_graphs = check_supported(bundle)
+    draft = bundle.draft
+    k = None
+    if draft is not None:
+        declared = bundle.sampler.speculative
+        k = options.max_draft_len or settings.get("draft_len") or (declared.draft_len if declared else None) or 4
+        if settings["kind"] == "speculative" and settings["draft_len"] > k:
+            raise ExportError(f"max_draft_len {k} is below the sampler's draft_len {settings['draft_len']}")
+    bounds = ExportBounds(max_batch=options.max_batch, max_draft_len=k, max_prompt_len=options.max_prompt_len)
+    try:
+        specs = list(backbone_graphs(bundle, bounds))
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    if isinstance(draft, FeatureDraft):
+        specs.append(window_draft_spec(bundle, options.max_batch))
+    L = bundle.tokenizer.token_shape[0]
+    specs += [decoder_spec(bundle, bounds.max_rows * L), detokenize_spec(bundle, options.max_batch)]
+    return specs, {"max_draft_len": k}
 
 
 def alias_record(record: dict[str, Any], source: str, pinned: dict[str, int]) -> dict[str, Any]:
@@ -160,10 +128,6 @@ def alias_record(record: dict[str, Any], source: str, pinned: dict[str, int]) ->
     out["alias_of"] = source
     out["description"] = f"{source}'s graph with {', '.join(f'{n} = {v}' for n, v in pinned.items())}"
     return out
-
-
-ADAPTERS = {"mar": masked_adapter, "nextstep1": causal_adapter}
-CAUSAL = ("nextstep1",)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -224,7 +188,7 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
         raise ExportError("export fp32 weights (bundle.float()); fp16 engines come from --target tensorrt "
                           "--set precision=fp16")
     settings = sampler_settings(bundle, options.sampler)
-    specs, sections = ADAPTERS[bundle.backbone_name](bundle, options, settings)
+    specs, resolved_bounds = graph_specs(bundle, options, settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(out.parent)                          # what a killed export left (never a live one's)
     tmp = make_temp_dir(out)
@@ -232,6 +196,8 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
         (tmp / "graphs").mkdir()
         graphs = {}
         for spec in specs:
+            if spec.alias_of:
+                continue
             path = tmp / "graphs" / f"{spec.role}.onnx"
             record = export_graph(spec, path, options.opset)
             record["file"] = f"graphs/{path.name}"
@@ -240,16 +206,17 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
             worst = max(max(p["max_abs_diff"].values()) for p in record["parity"])
             log(f"exported {spec.role:14s} parity vs PyTorch at {[p['dims'] for p in record['parity']]}: "
                 f"max |diff| {worst:.2e}")
-        for role, (source, pinned) in sections.pop("aliases", {}).items():
-            graphs[role] = alias_record(graphs[source], source, pinned)
+        for spec in specs:
+            if spec.alias_of:
+                graphs[spec.role] = alias_record(graphs[spec.alias_of], spec.alias_of, spec.pinned)
         model = {"ref": ref, "arch": bundle.arch, "backbone": bundle.backbone_name, "weights_sha256": weights_digest(bundle),
                  "token_shape": list(bundle.tokenizer.token_shape), "image_shape": list(bundle.tokenizer.image_shape),
-                 "class_num": int(bundle.config.class_num), **sections.pop("model")}
-        resolved = {**options.model_dump(), **sections.pop("options_resolved", {})}
+                 "class_num": int(bundle.config.class_num)}
+        resolved = {**options.model_dump(), **resolved_bounds}
         worst = {r: max(max(p["max_abs_diff"].values()) for p in g["parity"]) for r, g in graphs.items()}
         samplers = {kind: settings if kind == settings["kind"] else sampler_settings(bundle, kind)
                     for kind in (("plain", "speculative") if DRAFT_ROLES & set(graphs) else ("plain",))}
-        manifest = {"format": FORMAT, "model": model, "sampler": settings, "samplers": samplers, **sections, "graphs": graphs,
+        manifest = {"format": FORMAT, "model": model, "sampler": settings, "samplers": samplers, "graphs": graphs,
                     "opset": options.opset, "precision": options.precision, "options": resolved, "versions": versions(),
                     "parity": {"atol": options.parity_atol, "max_abs_diff": worst, "passed": True}}
         _write_card(bundle, tmp, ref)

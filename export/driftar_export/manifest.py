@@ -2,13 +2,13 @@
 
     {
       "format": "driftar-export/1",
-      "model":   {"ref", "arch", "backbone", "kind": "masked" | "causal", "token_shape", "image_shape", ...},
+      "model":   {"ref", "arch", "backbone", "weights_sha256", "token_shape", "image_shape", "class_num"},
       "sampler": {"kind": "plain" | "speculative", "num_iter", "cfg", "cfg_schedule", "temperature",
                   speculative only: "draft_len", "tau0", "kappa", "early_stop_gamma", "entropy_ema_init",
                   "entropy_ema_decay"},
       "samplers": {kind: settings} for every loop the graphs can run (``driftar run --sampler``),
-      "causal":  (causal backbones) {"prompts": class / negative prefix ids, "target"/"draft": cache layout},
-      "graphs":  {role: {"file", "inputs": [{"name", "dtype", "shape"}], "outputs": [...],
+      "graphs":  {role: {"file", "binds": the bundle method it computes ("backbone.step_net", ...),
+                         "inputs": [{"name", "dtype", "shape"}], "outputs": [...], "alias_of" (aliases),
                          "dims": {name: {"min", "max", "example", "checks"}}, "parity": [...]}},
       "opset", "precision", "options", "versions": {torch, onnx, onnxruntime, onnxscript, ...},
       "parity":  {"atol", "max_abs_diff", "passed", "sampler": {"max_abs_pixel_diff", ...}},
@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 from driftar_core.files import IntegrityError, check_digest, confined, file_record, verify_records, with_digest
 
-FORMAT = "driftar-export/1"
+FORMAT = "driftar-export/2"      # 2: graphs bind the bundle's methods; the runner runs the core's loop
 MANIFEST = "manifest.json"
 DRAFT_ROLES = frozenset({"draft_step", "draft_window"})   # a bundle with either can run the speculative loop
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy", "driftar", "driftar-export",
@@ -64,8 +64,9 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def parse_manifest(directory: str | Path) -> dict[str, Any]:
-    """``manifest.json`` of a driftar export bundle (format checked), nothing else verified."""
+def parse_manifest(directory: str | Path, any_version: bool = False) -> dict[str, Any]:
+    """``manifest.json`` of a driftar export bundle (format checked), nothing else verified. ``any_version``:
+    a bundle of an earlier format is accepted too (an export may replace it)."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not path.is_file():
@@ -75,8 +76,8 @@ def parse_manifest(directory: str | Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{path} is not valid JSON ({e}); re-export the bundle") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else None
+    got = manifest.get("format") if isinstance(manifest, dict) else None
+    if got != FORMAT and not (any_version and str(got).startswith(FORMAT.split("/")[0] + "/")):
         raise BundleError(f"{path} has format {got!r}, this driftar-export reads {FORMAT!r}; "
                           "re-export the bundle with this version")
     return manifest
@@ -122,8 +123,6 @@ def check_structure(directory: str | Path, manifest: dict[str, Any]) -> None:
         if int(manifest["options"]["max_batch"]) < 1:
             raise ValueError(f"options.max_batch is {manifest['options']['max_batch']}")
         model = manifest["model"]
-        if model["kind"] not in ("masked", "causal"):
-            raise ValueError(f"model.kind is {model['kind']!r}")
         for key, rank in (("token_shape", 2), ("image_shape", 3)):
             shape = model[key]
             if not isinstance(shape, list) or len(shape) != rank or not all(isinstance(v, int) and v >= 1 for v in shape):
@@ -131,6 +130,8 @@ def check_structure(directory: str | Path, manifest: dict[str, Any]) -> None:
         if not isinstance(model["class_num"], int) or model["class_num"] < 1:
             raise ValueError(f"model.class_num is {model['class_num']!r}")
         for role, g in manifest["graphs"].items():
+            if not isinstance(g["binds"], str) or not g["binds"]:
+                raise ValueError(f"graph {role}: binds is {g['binds']!r}")
             dims = g["dims"]
             for name, d in dims.items():
                 if not all(isinstance(d[k], int) for k in ("min", "max")) or not 0 <= d["min"] <= d["max"]:

@@ -2,7 +2,7 @@
 
 Follows timm's ``utils/onnx.py`` (export, ``onnx.checker.check_model(full_check=True)``, compare
 ONNX Runtime with eager) on the torch.export-based exporter (``torch.onnx.export(dynamo=True)``,
-the default since torch 2.9), with what that exporter needs on top (docs/ECOSYSTEM.md section 3):
+the default since torch 2.9), with what that exporter needs on top (docs/layout.md "Export"):
 
 - dynamic dims are explicit ``torch.export.Dim``s with bounds, shared across inputs by name;
 - a dim the exporter specialised anyway (pytorch #152018: "Dim.DYNAMIC passes but does nothing")
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from driftar_export.graphs.spec import GraphSpec
+from driftar_core.graphs import GraphSpec
 from driftar_export.options import ExportError
 
 ONNX_DTYPES = {1: "float32", 7: "int64", 9: "bool", 10: "float16", 16: "bfloat16"}
@@ -76,7 +76,7 @@ def export_graph(spec: GraphSpec, path: Path, opset: int) -> dict[str, Any]:
     model = onnx.load(str(path), load_external_data=False)
     onnx.checker.check_model(str(path) if big else model, full_check=True)
     inputs = check_dims(spec, model)
-    return {"file": path.name, "description": spec.description, "inputs": inputs,
+    return {"file": path.name, "binds": spec.binds, "description": spec.description, "inputs": inputs,
             "outputs": [_io_record(v) for v in model.graph.output],
             "dims": {n: d.as_dict() for n, d in spec.dims.items()}, "notes": spec.notes}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
@@ -68,8 +67,8 @@ def test_failed_parity_keeps_the_previous_bundle(tiny_mar, mar_bundle, tmp_path,
     from driftar_export import exporter
     from driftar_export.exporter import export_onnx
     from driftar_export.graphs.common import decoder_spec
-    monkeypatch.setitem(exporter.ADAPTERS, "mar", lambda bundle, options, settings: (   # one small graph suffices
-        [decoder_spec(bundle.head, 8)], {"model": {"kind": "masked", "buffer_size": 2}}))
+    monkeypatch.setattr(exporter, "graph_specs", lambda bundle, options, settings: (   # one small graph suffices
+        [decoder_spec(bundle, 8)], {"max_draft_len": None}))
     old = tmp_path / "bundle"
     shutil.copytree(mar_bundle, old)
     before = (old / "manifest.json").read_text()
@@ -82,13 +81,14 @@ def test_failed_parity_keeps_the_previous_bundle(tiny_mar, mar_bundle, tmp_path,
 def test_runner_bounds_and_incomplete_bundles(mar_bundle, causal_runner, tmp_path):
     from driftar_export.manifest import BundleError
     from driftar_export.runtime.runner import Runner
-    noise = np.zeros((5, 16, 1, 4), np.float32)
-    with pytest.raises(ValueError, match="max_batch=5"):
-        causal_runner.generate(np.arange(5), noise=noise)
+    noise = torch.zeros(5, 16, 1, 4)
+    assert causal_runner.sample(torch.arange(5), noise=noise).counts.extra["chunks"] == 2   # above max_batch 4
     with pytest.raises(ValueError, match="max_draft_len=9"):
-        causal_runner.generate(np.arange(2), noise=noise[:2], draft_len=9)
+        causal_runner.sample(torch.arange(2), noise=noise[:2], draft_len=9)
     with pytest.raises(ValueError, match="num_iter"):
-        causal_runner.generate(np.arange(2), noise=noise[:2], sampler="plain", num_iter=4)
+        causal_runner.sample(torch.arange(2), noise=noise[:2], sampler="plain", num_iter=4)
+    with pytest.raises(ValueError, match="class labels must be in"):
+        causal_runner.sample(torch.tensor([0, 10]))
     broken = tmp_path / "broken"
     shutil.copytree(mar_bundle, broken)
     (broken / "graphs" / "decoder.onnx").unlink()

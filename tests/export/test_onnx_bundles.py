@@ -1,8 +1,7 @@
-"""ONNX bundles of tiny Drift-AR models: the manifest's parity records, and the ONNX Runtime loops (plain
-MAR, plain and speculative NextStep-1) against the PyTorch samplers with the same noise."""
+"""ONNX bundles of tiny Drift-AR models: the manifest's parity records, and the model's own loops over the
+ONNX Runtime graphs (plain MAR, plain and speculative NextStep-1) against eager PyTorch, same seed."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -28,7 +27,8 @@ def test_mar_manifest_records_parity_at_two_other_shapes(mar_bundle):
     from driftar_export.manifest import read_manifest
     m = read_manifest(mar_bundle)
     assert set(m["graphs"]) == {"target_step", "decoder", "detokenize"}
-    assert m["model"]["kind"] == "masked" and m["sampler"]["kind"] == "plain" and m["opset"] == 20
+    assert m["graphs"]["target_step"]["binds"] == "backbone.step_net" and m["graphs"]["decoder"]["binds"] == "head.decode"
+    assert m["sampler"]["kind"] == "plain" and m["opset"] == 20
     assert m["graphs"]["target_step"]["dims"]["rows"]["max"] == 8                 # 2 x max_batch (CFG rows)
     assert [i["name"] for i in m["graphs"]["target_step"]["inputs"]] == ["tokens", "keep", "labels", "positions"]
     assert {"torch", "onnx", "onnxruntime", "onnxscript"} <= {k for k, v in m["versions"].items() if v}
@@ -43,24 +43,24 @@ def test_mar_manifest_records_parity_at_two_other_shapes(mar_bundle):
 
 @pytest.mark.parametrize("batch,overrides", [(3, {}), (1, {"cfg": 1.0}), (4, {"num_iter": 16, "temperature": 0.7})])
 def test_mar_ort_loop_equals_generate(tiny_mar, mar_runner, batch, overrides):
-    """Runner.draws makes the orders and noise generate() draws for a seed; the loops then agree."""
+    """The runner runs generate() itself over the graphs: a seed draws the same orders and noise."""
     labels = torch.arange(batch) * 3 % 10
     ref = generate(tiny_mar, labels, generator=torch.Generator().manual_seed(batch), **overrides)
-    draws = mar_runner.draws(batch, torch.Generator().manual_seed(batch))
-    out = mar_runner.generate(labels.numpy(), **draws, **overrides)
-    np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
-    np.testing.assert_allclose(out.images, ref.images.numpy(), atol=LOOP_ATOL, rtol=0)
+    out = mar_runner.sample(labels, generator=torch.Generator().manual_seed(batch), **overrides)
+    torch.testing.assert_close(out.tokens, ref.tokens, atol=LOOP_ATOL, rtol=0)
+    torch.testing.assert_close(out.images, ref.images, atol=LOOP_ATOL, rtol=0)
     assert (out.counts.backbone_passes, out.counts.head_nfe) == (ref.counts.backbone_passes, ref.counts.head_nfe)
-    assert np.abs(out.tokens).sum(-1).all()                                   # every token committed
+    assert out.tokens.abs().sum(-1).all()                                     # every token committed
 
 
 def test_runner_sample_chunks_above_max_batch(tiny_mar, mar_runner):
-    """A batch above the bundle's bound runs in chunks of the SAME draws: still generate()'s images."""
+    """A batch above the bundle's bound runs in chunks, one after the other from the same generator."""
     labels = torch.arange(6) % 10                                              # max_batch is 4
-    ref = generate(tiny_mar, labels, generator=torch.Generator().manual_seed(11))
+    g = torch.Generator().manual_seed(11)
+    ref = torch.cat([generate(tiny_mar, labels[:4], generator=g).images, generate(tiny_mar, labels[4:], generator=g).images])
     got = mar_runner.sample(labels, generator=torch.Generator().manual_seed(11))
     assert got.counts.extra["chunks"] == 2
-    assert float((got.images - ref.images).abs().max()) < LOOP_ATOL
+    assert float((got.images - ref).abs().max()) < LOOP_ATOL
 
 
 def test_causal_manifest(causal_bundle):
@@ -77,7 +77,9 @@ def test_causal_manifest(causal_bundle):
     assert step["alias_of"] == "target_verify" and step["file"] == verify["file"]  # one graph, two roles
     assert step["dims"]["elements"]["max"] == 1 and step["inputs"][0]["shape"] == ["rows", "elements", 4]
     assert m["graphs"]["target_step"]["outputs"][2]["shape"][3] != m["graphs"]["target_step"]["inputs"][2]["shape"][3]
-    assert m["causal"]["target"]["num_layers"] == 2 and m["causal"]["draft"]["num_layers"] == 1
+    assert (m["graphs"]["target_verify"]["binds"], m["graphs"]["draft_step"]["binds"]) == ("backbone.feed_net",
+                                                                                        "draft.feed_net")
+    assert m["graphs"]["target_prefill"]["outputs"][0]["shape"][0] == 2 and m["graphs"]["draft_prefill"]["outputs"][0]["shape"][0] == 1
     graph_dims_were_checked(m)
     assert m["parity"]["sampler"]["counts_equal"] and m["parity"]["sampler"]["max_abs_pixel_diff"] < LOOP_ATOL
 
@@ -86,8 +88,8 @@ def test_causal_plain_loop_equals_generate(tiny_causal, causal_runner):
     labels = torch.tensor([3, 8, 1])
     noise = draw_noise(tiny_causal.head, 3, 16, torch.Generator().manual_seed(2), "cpu")
     ref = generate(tiny_causal, labels, noise=noise)
-    out = causal_runner.generate(labels.numpy(), noise=noise.numpy(), sampler="plain")
-    np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
+    out = causal_runner.sample(labels, noise=noise, sampler="plain")
+    torch.testing.assert_close(out.tokens, ref.tokens, atol=LOOP_ATOL, rtol=0)
     assert out.counts.backbone_passes == ref.counts.backbone_passes == 16
 
 
@@ -108,8 +110,8 @@ def test_speculative_loop_equals_speculative_generate(request, draft, kw):
     noise = draw_noise(model.head, 2, 16, torch.Generator().manual_seed(3), "cpu")
     settings = {**{k: v for k, v in runner.settings.items() if k not in ("kind", "speculate_up_to")}, **kw}
     ref = speculative_generate(model, labels, noise=noise, **settings)
-    out = runner.generate(labels.numpy(), noise=noise.numpy(), sampler="speculative", **kw)
-    np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
+    out = runner.sample(labels, noise=noise, sampler="speculative", **kw)
+    torch.testing.assert_close(out.tokens, ref.tokens, atol=LOOP_ATOL, rtol=0)
     for key in ("rounds", "accepted", "drafted", "early_stops"):
         assert out.counts.extra[key] == ref.counts.extra[key], key
     assert (out.counts.backbone_passes, out.counts.draft_passes, out.counts.head_nfe) == \
@@ -123,10 +125,10 @@ def test_default_loop_follows_the_eager_default_sampler(tiny_causal, causal_runn
     noise = draw_noise(tiny_causal.head, 2, 16, torch.Generator().manual_seed(3), "cpu")
     from driftar_core.speculative import make_sampler
     ref = make_sampler(tiny_causal.sampler)(tiny_causal, labels, noise=noise)
-    out = causal_runner.generate(labels.numpy(), noise=noise.numpy())
-    np.testing.assert_allclose(out.tokens, ref.tokens.numpy(), atol=LOOP_ATOL, rtol=0)
+    out = causal_runner.sample(labels, noise=noise)
+    torch.testing.assert_close(out.tokens, ref.tokens, atol=LOOP_ATOL, rtol=0)
     assert out.counts.draft_passes == ref.counts.draft_passes == 0
-    one = causal_runner.generate(labels[:1].numpy(), noise=noise[:1].numpy())      # batch 1: speculative
+    one = causal_runner.sample(labels[:1], noise=noise[:1])                     # batch 1: speculative
     assert one.counts.draft_passes > 0
 
 
@@ -136,22 +138,22 @@ def test_window_draft_manifest(window_runner):
     m = read_manifest(window_runner.directory)
     assert set(m["graphs"]) == {"target_prefill", "target_step", "target_verify", "draft_window", "decoder",
                                 "detokenize"}
-    assert m["causal"]["draft"]["kind"] == "window" and m["parity"]["sampler"]["counts_equal"]
+    assert m["graphs"]["draft_window"]["binds"] == "draft.forward" and m["parity"]["sampler"]["counts_equal"]
 
 
 def test_speculative_cases_cover_acceptance(tiny_causal, causal_runner):
     """The parametrised cases are not vacuous: some drafts are accepted, some rejected."""
-    noise = draw_noise(tiny_causal.head, 2, 16, torch.Generator().manual_seed(3), "cpu").numpy()
-    out = causal_runner.generate(np.array([3, 8]), noise=noise, tau0=0.6, kappa=0.5, cfg=1.0)
+    noise = draw_noise(tiny_causal.head, 2, 16, torch.Generator().manual_seed(3), "cpu")
+    out = causal_runner.sample(torch.tensor([3, 8]), noise=noise, tau0=0.6, kappa=0.5, cfg=1.0)
     assert 0 < out.counts.extra["accepted"] < out.counts.extra["drafted"]
 
 
 def test_zero_tolerance_speculative_equals_plain_ort(causal_runner):
-    """DESIGN.md invariant on the exported loop: tau0 = kappa = 0 reproduces sequential decoding."""
-    noise = np.random.default_rng(0).standard_normal((2, 16, 1, 4)).astype(np.float32)
-    plain = causal_runner.generate(np.array([1, 6]), noise=noise, sampler="plain")
-    spec = causal_runner.generate(np.array([1, 6]), noise=noise, tau0=0.0, kappa=0.0)
-    np.testing.assert_allclose(spec.tokens, plain.tokens, atol=1e-5, rtol=0)
+    """docs/method.md "Invariants", on the exported loop: tau0 = kappa = 0 reproduces sequential decoding."""
+    noise = torch.randn(2, 16, 1, 4, generator=torch.Generator().manual_seed(0))
+    plain = causal_runner.sample(torch.tensor([1, 6]), noise=noise, sampler="plain")
+    spec = causal_runner.sample(torch.tensor([1, 6]), noise=noise, tau0=0.0, kappa=0.0)
+    torch.testing.assert_close(spec.tokens, plain.tokens, atol=1e-5, rtol=0)
     assert spec.counts.extra["rounds"] == 16 - spec.counts.extra["accepted"]
 
 

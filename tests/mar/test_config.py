@@ -65,7 +65,7 @@ def test_hooks_register_backbone_presets_head_and_recipe():
 
 
 def test_base_param_count_on_meta_device():
-    """MAR-B/L/H with diffloss: 207.9M / 478.3M / 942.4M (docs/BACKBONES.md section 0), no memory used."""
+    """MAR-B/L/H with diffloss: 207.9M / 478.3M / 942.4M (docs/backbones.md "MAR: sizes"), no memory used."""
     from driftar_mar.build import build_mar
     expected = {"base": 207.9e6, "large": 478.3e6, "huge": 942.4e6}
     for name, n in expected.items():

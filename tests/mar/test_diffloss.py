@@ -101,7 +101,7 @@ def _toy_batch(n, w):
 
 
 def test_briefly_trained_head_samples_bounded_values():
-    """docs/PROBE_DRIFT_HEAD.md pitfall: the first respaced step (t = 999) multiplies eps errors by
+    """docs/method.md "The drift head probe", the pitfall: the first respaced step (t = 999) multiplies eps errors by
     ~316. With the tiny default (learned variance AND x0 clipped to the data range) a briefly trained
     head samples values near the data; its loss goes down."""
     g = torch.Generator().manual_seed(0)

@@ -188,7 +188,7 @@ def test_entropy_in_unit_interval_and_varies_across_positions(bundle, tokens):
 
 
 def official_mar_keys(depth: int, head_depth: int) -> set[str]:
-    """The key set of LTH14/mar's model_ema (docs/BACKBONES.md section 2.6)."""
+    """The key set of LTH14/mar's model_ema (docs/backbones.md "MAR: checkpoint keys")."""
     keys = {"class_emb.weight", "fake_latent", "z_proj.weight", "z_proj.bias", "z_proj_ln.weight", "z_proj_ln.bias",
             "encoder_pos_embed_learned", "encoder_norm.weight", "encoder_norm.bias", "decoder_embed.weight",
             "decoder_embed.bias", "mask_token", "decoder_pos_embed_learned", "decoder_norm.weight", "decoder_norm.bias",

@@ -8,7 +8,7 @@ from driftar_core.factory import create_model
 
 
 def test_entropy_varies_across_positions_and_samples_on_the_trained_target():
-    """DESIGN.md invariant: E must not be a constant in disguise (the official code's collapse)."""
+    """docs/method.md "Invariants": E must not be a constant in disguise (the official code's collapse)."""
     b = create_model("mar_tiny.digits")
     ds = DigitsDataset("test")
     tokens = b.tokenizer.encode(ds.images[:64])

@@ -1,4 +1,4 @@
-"""The drift field and loss (method/drift_loss.py; METHOD.md 2.2-2.3, DESIGN.md invariants)."""
+"""The drift field and loss (method/drift_loss.py; docs/method.md "The drifting recipe", "Invariants")."""
 from __future__ import annotations
 
 import pytest

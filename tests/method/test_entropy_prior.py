@@ -6,7 +6,7 @@ import torch
 
 from driftar_core.method.prior import EntropyPrior, entropy_sigma
 
-# METHOD.md 1.5 table (sigma_max 0.5, tau 2)
+# the Eq. 6 table of docs/method.md "Prior (Eq. 6-7)" (sigma_max 0.5, tau 2)
 TABLE = {0.0: 0.0, 0.1: 0.040, 0.25: 0.103, 0.5: 0.219, 0.75: 0.351, 0.9: 0.438, 1.0: 0.500}
 
 

@@ -1,4 +1,4 @@
-"""NextStep-1 as a plugin: registry and entry point, official key names (BACKBONES.md 4.5), the text
+"""NextStep-1 as a plugin: registry and entry point, official key names (docs/backbones.md "NextStep-1"), the text
 prompt, the baseline recipe, and training that lowers the loss."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from driftar_nextstep1.text import WordTokenizer, class_prompt
 
 def official_shapes(layers: int, heads: int, kv: int, head_dim: int, hidden: int, ffn: int, vocab: int, c: int,
                     fm_width: int, fm_depth: int, pos_grid: int) -> dict[str, tuple[int, ...]]:
-    """The official state-dict keys and shapes, as listed in BACKBONES.md 4.5."""
+    """The official state-dict keys and shapes, as listed in docs/backbones.md "NextStep-1: checkpoint keys"."""
     H, W = hidden, fm_width
     s = {"embed_tokens.weight": (vocab, H), "norm.weight": (H,), "lm_head.weight": (vocab, H),
          "gen_pos_embed": (1, pos_grid ** 2, H), "image_in_projector.weight": (H, c), "image_in_projector.bias": (H,),

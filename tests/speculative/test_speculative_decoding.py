@@ -1,5 +1,5 @@
 """Speculative decoding (driftar_core.speculative) on a tiny random NextStep-1: the invariants of
-DESIGN.md / METHOD.md 4.6 (zero tolerance = sequential decoding, pass accounting, cache lengths,
+docs/method.md "Invariants" (zero tolerance = sequential decoding, pass accounting, cache lengths,
 positive and negative controls)."""
 from __future__ import annotations
 

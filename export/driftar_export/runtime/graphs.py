@@ -8,7 +8,7 @@ cached under ``<bundle>/ort_trt_cache``.
 
 Inputs and outputs go through host memory on every call. On a GPU, IO binding
 (``session.io_binding()``: keep the KV cache and z on the device between calls) is the next step;
-docs/ECOSYSTEM.md section 3.
+docs/layout.md "Export".
 """
 from __future__ import annotations
 

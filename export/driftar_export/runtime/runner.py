@@ -1,26 +1,28 @@
-"""The exported sampler: a bundle's graphs + the host loop its manifest names, on ONNX Runtime or TensorRT.
+"""The exported sampler: a bundle's graphs bound into the model's own sampling loop (ONNX Runtime or TensorRT).
 
     runner = Runner("bundles/mar")                        # providers=("cpu",) | ("tensorrt", "cuda", "cpu")
-    out = runner.generate(labels, noise=noise, orders=orders)   # numpy; tokens, images, counts
-    out = runner.sample(labels, generator=torch.Generator().manual_seed(0))  # = the PyTorch sampler's images
+    out = runner.sample(labels, generator=torch.Generator().manual_seed(0))   # = the PyTorch sampler's images
 
-The random draws are inputs. ``draws`` makes them with torch exactly as the PyTorch samplers do (MAR:
-``new_state``'s orders, then ``draw_noise``; NextStep-1: ``draw_noise``), which is what lets a seed
-reproduce the PyTorch images; ``generate`` itself needs only numpy and the graph runtime.
-``Runner.default_sampler`` has the signature ``driftar bench`` and ``evaluate`` expect of a sampler.
+The model is rebuilt from the bundle's ``config.json`` as a skeleton: the backbone plugin's classes with
+no weights (every float parameter and buffer is NaN, so a host step that touched one would surface as
+a non-finite image, never as a silently different one). Every method its generation calls into the
+network (the manifest's ``graphs[role].binds``: ``backbone.step_net``, ``head.decode``, ...) is
+rebound to the graph that computes it (``driftar_core.graphs.bind_graphs``). The loop is then
+``driftar_core.sampling.generate`` / ``speculative.speculative_generate`` itself, the function eager
+PyTorch runs: orders, noise draws, schedules, CFG, acceptance and rollback exist once, and a seed
+gives the PyTorch sampler's images by construction. The host side stays in torch (CPU tensors; the
+graph calls convert without copies), which also keeps the door open to device-resident I/O binding.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from driftar_core.errors import NonFiniteError
-from driftar_core.interfaces import PassCounts
 from driftar_export.manifest import DRAFT_ROLES, read_manifest
 from driftar_export.runtime.graphs import GraphSet
+from driftar_export.sampler import torch_sampler
 
 OVERRIDABLE = {"plain": {"num_iter", "cfg", "cfg_schedule", "temperature"},
                "speculative": {"cfg", "cfg_schedule", "temperature", "draft_len", "tau0", "kappa", "early_stop_gamma",
@@ -35,13 +37,6 @@ def check_settings(settings: dict[str, Any]) -> None:
     for model in (SamplingConfig, SpeculativeConfig):
         validate(model, {k: v for k, v in settings.items() if k in model.model_fields and v is not None},
                  where="sampler")
-
-
-@dataclass
-class RunOutput:
-    tokens: np.ndarray          # [B, L, c]
-    images: np.ndarray          # [B, C, H, W] in [-1, 1]
-    counts: PassCounts
 
 
 class Runner:
@@ -65,6 +60,9 @@ class Runner:
         else:
             raise ValueError(f"unknown backend {backend!r}: onnxruntime or tensorrt")
         self.max_batch = int(self.manifest["options"]["max_batch"])
+        self.bundle = skeleton(self.directory)
+        from driftar_core.graphs import bind_graphs
+        bind_graphs(self.bundle, self.manifest["graphs"], self.graphs.run)
 
     # ---- the loops ---------------------------------------------------------------------------------
 
@@ -92,96 +90,57 @@ class Runner:
             resolved["speculate_up_to"] = up_to            # the default sampler: larger batches decode plainly
         return resolved
 
-    def generate(self, labels: Any, noise: np.ndarray, orders: np.ndarray | None = None, **overrides: Any) -> RunOutput:
-        """labels [B], noise [B, L, 1, c], orders [B, L] (masked backbones) -> tokens, images, counts."""
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-        B = len(labels)
-        if not 1 <= B <= self.max_batch:
-            raise ValueError(f"batch {B} is outside the bundle's bounds [1, {self.max_batch}]; re-export with "
-                             f"--set max_batch={B} or sample in chunks (driftar run --batch-size)")
-        if len(labels) and (labels.min() < 0 or labels.max() >= self.model["class_num"]):
-            raise ValueError(f"class labels must be in [0, {self.model['class_num'] - 1}], got {labels.tolist()[:8]}")
-        s = self.resolve(dict(overrides))
-        if B > s.get("speculate_up_to", B):                # the eager default sampler's rule (speculative.max_batch)
-            s = self.resolve({**overrides, "sampler": "plain"})
-        noise = np.ascontiguousarray(noise, dtype=np.float32)
-        common = {"cfg": s["cfg"], "cfg_schedule": s["cfg_schedule"], "temperature": s["temperature"]}
-        if self.model["kind"] == "masked":
-            from driftar_export.runtime.masked_loop import generate_masked
-            if orders is None:
-                raise ValueError("a masked backbone needs the per-sample generation orders [B, L] (see Runner.draws)")
-            tokens, counts = generate_masked(self.graphs, self.model, labels, np.asarray(orders, np.int64), noise,
-                                             num_iter=s["num_iter"], **common)
-        else:
-            from driftar_export.runtime.causal_loop import generate_causal, speculative_causal
-            target = self._causal("target")
-            if s.get("num_iter") not in (None, self.model["token_shape"][0]):
-                raise ValueError(f"a causal backbone generates one token per AR step: num_iter must be "
-                                 f"{self.model['token_shape'][0]}, got {s['num_iter']}")
-            if s["kind"] == "plain":
-                tokens, counts = generate_causal(self.graphs, target, labels, noise, **common)
-            else:
-                spec = {k: s[k] for k in ("draft_len", "tau0", "kappa", "early_stop_gamma", "entropy_ema_init",
-                                          "entropy_ema_decay")}
-                tokens, counts = speculative_causal(self.graphs, target, self._causal("draft"), labels, noise,
-                                                    **spec, **common)
-        images = self.graphs.run("detokenize", {"tokens": np.ascontiguousarray(tokens)})["images"]
-        if not (np.isfinite(images).all() and np.isfinite(tokens).all()):
-            bad = int((~np.isfinite(images)).sum())
-            raise NonFiniteError(f"the bundle {self.directory} produced non-finite values ({bad} NaN/Inf pixels of "
-                                 f"{images.size}, batch {B}): non-finite values are errors, not pixels. The graphs or "
-                                 "the sampler settings are broken; check the settings, re-export the bundle")
-        return RunOutput(tokens=tokens, images=images, counts=counts)
+    def sample(self, labels: Any, generator: Any = None, noise: Any = None, **overrides: Any) -> Any:
+        """The PyTorch samplers' contract: labels [B] -> SampleOutput (torch tensors), through the model's own
+        loop with the manifest's sampler settings (``overrides``: ``sampler``, ``cfg``, ``kappa``, ...).
 
-    def _causal(self, name: str) -> Any:
-        from driftar_export.runtime.causal_state import CausalModel
-        causal = self.manifest["causal"]
-        if name == "draft" and causal["draft"].get("kind") == "window":
-            from driftar_export.runtime.causal_window import WindowDraftHost
-            return WindowDraftHost(self.graphs, causal["draft"])
-        one, many = ("target_step", "target_verify") if name == "target" else ("draft_step", "draft_step")
-        return CausalModel(self.graphs, name, causal[name], causal["prompts"], tuple(self.model["token_shape"]), one, many)
-
-    # ---- torch glue: the PyTorch samplers' random draws, bench / evaluate ---------------------------
-
-    def draws(self, batch: int, generator: Any = None) -> dict[str, np.ndarray]:
-        """The random inputs the PyTorch sampler draws for ``batch`` images, in its order."""
-        import torch
-        L, c = self.model["token_shape"]
-        out = {}
-        if self.model["kind"] == "masked":                                     # MAR.new_state -> sample_orders
-            u = (torch.rand((batch, L)) if generator is None
-                 else torch.rand((batch, L), generator=generator, device=generator.device))
-            out["orders"] = torch.argsort(u, dim=1).cpu().numpy()
-        noise = torch.randn(batch, L, 1, c, generator=generator, device="cpu")  # sampling.draw_noise
-        out["noise"] = noise.numpy()
-        return out
-
-    def sample(self, labels: Any, generator: Any = None, **overrides: Any) -> Any:
-        """The PyTorch samplers' contract: labels [B] (tensor) -> SampleOutput with torch tensors.
-
-        The draws are made for the whole batch first (as the PyTorch sampler makes them); a batch above
-        ``max_batch`` then runs in chunks, which is exact for the plain samplers (rows are independent)
-        and a per-chunk acceptance for the speculative one (it commits the min over its batch).
+        A batch above ``max_batch`` runs in chunks, one after the other from the same generator (the
+        speculative sampler then accepts per chunk). ``noise`` [B, L, 1, c] replaces the noise draw.
         """
         import torch
 
         from driftar_core.sampling import SampleOutput
-        labels = torch.as_tensor(labels).cpu()
-        draws = self.draws(len(labels), generator)
-        outs = [self.generate(labels[i:i + self.max_batch].numpy(),
-                              **{k: v[i:i + self.max_batch] for k, v in draws.items()}, **overrides)
-                for i in range(0, len(labels), self.max_batch)]
+        labels = torch.as_tensor(labels).cpu().reshape(-1)
+        classes = int(self.model["class_num"])
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+            raise ValueError(f"class labels must be in [0, {classes - 1}], got {labels.tolist()[:8]}")
+        sample = torch_sampler(self.resolve(dict(overrides)))
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(labels), self.max_batch):
+                chunk = None if noise is None else torch.as_tensor(noise)[i:i + self.max_batch]
+                outs.append(sample(self.bundle, labels[i:i + self.max_batch], generator=generator, noise=chunk))
+        images = torch.cat([o.images for o in outs])
+        tokens = torch.cat([o.tokens for o in outs])
+        if not (bool(torch.isfinite(images).all()) and bool(torch.isfinite(tokens).all())):
+            bad = int((~torch.isfinite(images)).sum())
+            raise NonFiniteError(f"the bundle {self.directory} produced non-finite values ({bad} NaN/Inf pixels of "
+                                 f"{images.numel()}, batch {len(labels)}): non-finite values are errors, not pixels. "
+                                 "The graphs or the sampler settings are broken; check the settings, re-export the bundle")
         counts = outs[0].counts
         for o in outs[1:]:                                                     # wall time adds up over chunks
-            for key in ("backbone_s", "draft_s", "head_s"):
-                if key in counts.extra:
-                    counts.extra[key] += o.counts.extra[key]
+            for key, v in o.counts.extra.items():
+                if key.endswith("_s") and key in counts.extra:
+                    counts.extra[key] += v
         counts.extra["chunks"] = len(outs)
-        return SampleOutput(tokens=torch.from_numpy(np.concatenate([o.tokens for o in outs])),
-                            images=torch.from_numpy(np.concatenate([o.images for o in outs])), counts=counts)
+        return SampleOutput(tokens=tokens, images=images, counts=counts)
 
     @staticmethod
     def default_sampler(runner: "Runner", labels: Any, generator: Any = None, **overrides: Any) -> Any:
         """``sampler(bundle, labels, generator=...)`` as driftar bench / evaluate call it."""
         return runner.sample(labels, generator=generator, **overrides)
+
+
+def skeleton(directory: Path) -> Any:
+    """The model of the bundle's ``config.json`` without weights: built on the meta device, then given
+    uninitialised CPU storage filled with NaN (integer buffers zero). Only its host logic runs."""
+    import torch
+
+    from driftar_core.bundle import build_from_config, read_config
+    with torch.device("meta"):
+        bundle = build_from_config(read_config(directory))
+    bundle.to_empty(device="cpu")
+    with torch.no_grad():
+        for t in [*bundle.parameters(), *bundle.buffers()]:
+            t.fill_(math.nan if t.is_floating_point() else 0)
+    return bundle.eval()

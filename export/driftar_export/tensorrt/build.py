@@ -1,6 +1,6 @@
 """TensorRT engines from an export bundle's ONNX graphs, with the TensorRT Python API (10.x and 11.x).
 
-Per graph (NVIDIA's documented build flow; docs/ECOSYSTEM.md section 3):
+Per graph (NVIDIA's documented build flow; docs/layout.md "Export"):
 
     builder = trt.Builder(logger); network = builder.create_network(flags)
     trt.OnnxParser(network, logger).parse_from_file(onnx)        # errors listed, not swallowed

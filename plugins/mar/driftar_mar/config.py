@@ -3,7 +3,7 @@
 The defaults ARE the tiny CPU model (``mar_tiny``): 16x16 digits cut into 2x2 patches (L = 64 tokens of
 c = 4 channels). The paper's sizes are presets in ``driftar_mar.presets.PRESETS``. Sources: MAR
 (Li et al. 2024, arXiv 2406.11838) and the official code LTH14/mar (models/mar.py, models/diffloss.py,
-main_mar.py); docs/BACKBONES.md sections 2 and 8. Pure pydantic: importing this module does not
+main_mar.py); docs/backbones.md "MAR". Pure pydantic: importing this module does not
 import torch, so the plugin module can register the config class cheaply.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ class DiffLossConfig(Strict):
     # Clip the predicted x0 to [-v, v] (token units) at sampling. MAR's latents: off (None, the paper
     # presets). The tiny head needs it: the first respaced step (t = 999, abar = 2.4e-9) multiplies
     # eps errors by ~316, and a head trained for minutes still has eps RMS error ~0.04 there, so
-    # unclipped samples reach |x| ~ 1e3-1e4, learned variance or not (docs/PROBE_DRIFT_HEAD.md
-    # pitfall; measured on the digits toy). Pixel tokens live in [-1, 1] * token_scale.
+    # unclipped samples reach |x| ~ 1e3-1e4, learned variance or not (docs/method.md "The
+    # drift head probe", the pitfall; measured on the digits toy). Pixel tokens live in [-1, 1] * token_scale.
     clip_x0: float | None = 1.0
 
     @model_validator(mode="after")

@@ -1,7 +1,7 @@
 """MAR's per-token diffusion head: ``SimpleMLPAdaLN`` (the denoiser) and ``DiffLoss`` (the TokenHead).
 
 Follows MAR (Li et al. 2024, arXiv 2406.11838, section 3 "Diffusion Loss") and LTH14/mar
-models/diffloss.py (docs/BACKBONES.md section 2.2). Module and parameter names mirror the official
+models/diffloss.py (docs/backbones.md "MAR: DiffLoss head"). Module and parameter names mirror the official
 ``diffloss.net.*`` keys exactly (time_embed.mlp.0/2, cond_embed, input_proj, res_blocks.{j}.in_ln /
 mlp.0 / mlp.2 / adaLN_modulation.1, final_layer.norm_final / adaLN_modulation.1 / linear), so a
 checkpoint maps 1:1 with the prefix ``diffloss.`` -> ``head.``. The diffusion math lives in

@@ -3,7 +3,7 @@ hybrid loss and respaced ancestral sampling, written for driftar (no code copied
 
 Follows Nichol & Dhariwal 2021 (IDDPM, arXiv 2102.09672) as MAR uses it through DiT's
 ``create_diffusion(noise_schedule="cosine", learn_sigma=True)`` (LTH14/mar diffusion/*;
-docs/BACKBONES.md sections 1.2 and 2.2):
+docs/backbones.md "Time and noise conventions", "MAR: DiffLoss head"):
 
 * T = 1000 steps, cosine alpha-bar (IDDPM Eq. 17, s = 0.008), betas capped at 0.999.
 * The network outputs [eps, v] (2c channels). v interpolates the log-variance between
@@ -13,7 +13,7 @@ docs/BACKBONES.md sections 1.2 and 2.2):
 * Respacing (IDDPM section 4): S evenly strided steps of the original T; betas recomputed from the
   kept alpha-bars; the network is always fed the ORIGINAL integer timestep.
 * Sampling: ancestral p_sample loop, temperature multiplies only the per-step noise (MAR), no x0
-  clipping unless ``clip_x0`` is set (docs/PROBE_DRIFT_HEAD.md: an eps-only head needs it; the
+  clipping unless ``clip_x0`` is set (docs/method.md "The drift head probe": an eps-only head needs it; the
   learned variance is MAR's fix).
 
 All noise the sampler consumes is an explicit tensor ``noise [N, S + 1, c]``: index 0 is x_T, index

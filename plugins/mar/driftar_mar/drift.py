@@ -2,7 +2,7 @@
 
 The generic parts (1-NFE DriftDecoder, drift loss, draft, two-phase objective) live in
 ``driftar_core.method``; this file holds what only MAR knows: which of its modules phi and the
-draft are copied from (METHOD.md 1.2; DESIGN.md "Decisions on the method").
+draft are copied from (docs/method.md "The official code").
 
 phi (drift-loss features of ONE token, [N, c] -> [N, Dd]): the trained target's own token path,
     z_proj -> z_proj_ln -> decoder_embed -> the PENULTIMATE decoder block, frozen. A single token is a

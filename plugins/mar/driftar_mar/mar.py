@@ -1,7 +1,7 @@
 """MAR: the masked autoregressive backbone (random-order, bidirectional, MAE-style encoder/decoder).
 
 Follows MAR (Li et al. 2024, arXiv 2406.11838, sections 3.3-3.5) and LTH14/mar models/mar.py
-(docs/BACKBONES.md sections 2.1, 2.3, 2.4, 7, 8), written for driftar and its seams:
+(docs/backbones.md "MAR", "Porting to CPU and tiny sizes"), written for driftar and its seams:
 
 * ``forward_train``: per-sample random order, one mask ratio per batch from a truncated normal on
   [mask_ratio_min, 1] (mean 1, std 0.25), the first ceil(L * ratio) positions of each order masked;
@@ -14,8 +14,8 @@ Follows MAR (Li et al. 2024, arXiv 2406.11838, sections 3.3-3.5) and LTH14/mar m
   position embedding, blocks, decoder_norm, buffer stripped, diffusion_pos_embed_learned added.
 * Entropy (Drift-AR Eq. 4): the decoder's penultimate block computes its softmax explicitly and
   returns the probabilities; E of each content row is taken over ALL buffer + L keys, normalised by
-  log(buffer + L), since every key is visible to every row of a bidirectional block (DESIGN.md:
-  "log |visible| under any other mask"). We keep the buffer columns rather than dropping and
+  log(buffer + L), since every key is visible to every row of a bidirectional block (docs/method.md
+  "Entropy E (Eq. 4)": "log |visible| under any other mask"). We keep the buffer columns rather than dropping and
   renormalising them (the official Drift-AR code does that): a row that mostly attends to the class
   buffer is a confident, class-driven prediction and should read as low entropy, not as the
   entropy of its small leftover mass blown up by renormalising. Same forward as z, no extra pass.
@@ -326,17 +326,21 @@ class MAR(nn.Module):
 
         With CFG, B' = 2B: rows [cond; uncond], the second half conditioned on ``fake_latent``.
         """
-        tokens, mask = state.tokens, state.mask
-        class_embedding = self.class_emb(state.labels)                          # [B, D]
+        tokens, mask, labels = state.tokens, state.mask, state.labels
         if state.cfg:
-            B = tokens.shape[0]
+            null = torch.full_like(labels, self.class_emb.num_embeddings)       # the null condition's label
             tokens, mask = torch.cat([tokens, tokens]), torch.cat([mask, mask])  # [2B, L, c], [2B, L]
-            class_embedding = torch.cat([class_embedding, self.fake_latent.expand(B, -1)])  # [2B, D]
-            positions = torch.cat([positions, positions])                       # [2B, n]
-        z, entropy = self.forward_kept(tokens, self.kept_indices(mask), class_embedding,
-                                       query=positions)                         # [B', n, Dd], [B', L]
-        return StepOutput(z=z, entropy=torch.gather(entropy, 1, positions),     # [B', n]
-                          entropy_global=entropy.mean(1))                      # [B'] image mean of E
+            labels, positions = torch.cat([labels, null]), torch.cat([positions, positions])  # [2B], [2B, n]
+        z, entropy, entropy_global = self.step_net(tokens, self.kept_indices(mask), labels, positions)
+        return StepOutput(z=z, entropy=entropy, entropy_global=entropy_global)  # [B', n, Dd], [B', n], [B']
+
+    def step_net(self, tokens: Tensor, keep: Tensor, labels: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The one call generation makes into the network (the exported ``target_step`` graph): tokens
+        [R, L, c] (zeros where unknown), keep [R, kept] (``kept_indices``), labels [R] (``class_num`` = the
+        null condition, ``fake_latent``), positions [R, n] -> z [R, n, Dd], E [R, n], image mean of E [R]."""
+        table = torch.cat([self.class_emb.weight, self.fake_latent])            # [classes + 1, D], last = null
+        z, entropy = self.forward_kept(tokens, keep, table[labels], query=positions)  # [R, n, Dd], [R, L]
+        return z, torch.gather(entropy, 1, positions), entropy.mean(1)
 
     def commit(self, state: MARState, positions: Tensor, tokens: Tensor) -> None:
         """Write tokens [B, n, c] at positions [B, n]; they become visible to later steps."""

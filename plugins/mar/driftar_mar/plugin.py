@@ -30,6 +30,12 @@ def build(config: MARConfig) -> Any:
     return build_mar(config)
 
 
+def graphs(bundle: Any, bounds: Any) -> Any:
+    """``BackboneSpec.graphs``: driftar_mar.graphs.mar_graphs (torch imported on first call)."""
+    from driftar_mar.graphs import mar_graphs
+    return mar_graphs(bundle, bounds)
+
+
 def make_head(config: Any, z_dim: int, token_dim: int) -> Any:
     """Head factory ``(config, z_dim, token_dim) -> DiffLoss``; config is a DiffLossConfig or a dict."""
     from driftar_mar.diffloss import make_diffloss
@@ -42,6 +48,7 @@ def driftar_register_backbones(register: Any) -> None:
         name="mar", config_cls=MARConfig, build=build, presets=PRESETS,
         # masked: the sampler sees the step's image-level E, so training feeds the image mean of E
         drift=DriftARSupport(init_components=init_drift, entropy="image_mean"),
+        graphs=graphs,
         description="MAR (Li et al. 2024): random-order masked AR transformer + per-token DDPM head (DiffLoss)"))
 
 

@@ -1,4 +1,4 @@
-"""MAR size presets (DiT-style table; docs/BACKBONES.md section 2.5). Pure Python, no torch.
+"""MAR size presets (DiT-style table; docs/backbones.md "MAR: sizes"). Pure Python, no torch.
 
 ``tiny`` is the MARConfig defaults (digits on 2 CPU cores). ``base`` / ``large`` / ``huge`` are the
 paper's MAR-B/L/H with the official module shapes, so the state dict equals the released

@@ -4,7 +4,7 @@ The defaults ARE the tiny CPU model (``nextstep1_tiny``): 16x16 digits cut into 
 image tokens of c = 4 channels) after a short text prompt ("a handwritten digit three"). The
 official NextStep-1-Large sizes are a preset (``driftar_nextstep1.presets``). Sources: NextStep-1
 (StepFun 2025, arXiv 2508.10711) and stepfun-ai/NextStep-1 (nextstep/models/modeling_nextstep.py,
-modeling_fm_head.py, pipeline_nextstep.py); docs/BACKBONES.md sections 1.2, 4 and 8. Pure pydantic:
+modeling_fm_head.py, pipeline_nextstep.py); docs/backbones.md "NextStep-1". Pure pydantic:
 importing this module does not import torch.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ class FlowHeadConfig(Strict):
     """NextStep-1's per-token flow-matching head (``image_head``): SimpleMLPAdaLN, velocity output."""
 
     width: int = Field(128, ge=1)           # official 1536 (fm_head_dim)
-    depth: int = Field(2, ge=1)             # official 12 (fm_head_layers); BACKBONES 8: 2 x 128 tiny
+    depth: int = Field(2, ge=1)             # official 12 (fm_head_layers); docs/backbones.md: 2 x 128 tiny
     mlp_ratio: float = Field(1.0, gt=0)     # official 1.0 (unlike MAR's head)
     num_sampling_steps: int = Field(20, ge=2) # N head NFEs per token; signature default 20, examples 50
     timesteps_shift: float = Field(1.0, gt=0) # t' = t / (s - (s - 1) t); 1.0 for text-to-image

@@ -1,8 +1,8 @@
 """Drift-AR on NextStep-1: the frozen feature map phi and the self-speculative draft.
 
 The generic parts (1-NFE DriftDecoder, drift loss, two-phase objective, speculative sampler) live in
-``driftar_core``; this file holds what only NextStep-1 knows (METHOD.md 1.2, 4.2; DESIGN.md
-"Decisions on the method").
+``driftar_core``; this file holds what only NextStep-1 knows (docs/method.md "The official code",
+"Draft (Eq. 3)").
 
 phi (drift-loss features of ONE token, [N, c] -> [N, H]): the trained target's own token path,
     ``image_in_projector`` -> the PENULTIMATE decoder layer, frozen. A single token is a length-1

@@ -1,13 +1,13 @@
 """NextStep-1's per-token flow-matching head: ``SimpleMLPAdaLN`` (the velocity net) and ``FlowMatchingHead``.
 
-Follows stepfun-ai/NextStep-1 nextstep/models/modeling_fm_head.py (BACKBONES.md 4.2). Parameter
+Follows stepfun-ai/NextStep-1 nextstep/models/modeling_fm_head.py (docs/backbones.md "NextStep-1"). Parameter
 names equal the official ``image_head.net.*`` keys (time_embed.mlp.0/2, cond_embed, input_proj,
 res_blocks.{j}.in_ln / mlp.0 / mlp.2 / adaLN_modulation.1, final_layer.adaLN_modulation.1 / linear),
 so a checkpoint maps 1:1 with the prefix ``image_head.`` -> ``head.``. The network is MAR's
 DiffLoss AdaLN MLP design (driftar_mar.diffloss) with NextStep's differences: an mlp_ratio, a raw
 t in [0, 1] fed to the time embedder, and a velocity-only output.
 
-Time convention (BACKBONES.md 1.2; NOT TransDiff's): t = 1 is data.
+Time convention (docs/backbones.md "Time and noise conventions"; NOT TransDiff's): t = 1 is data.
 
     x_t = t x + (1 - t) eps,   v = x - eps,   t = sigmoid(n), n ~ N(0, 1)         (training)
 

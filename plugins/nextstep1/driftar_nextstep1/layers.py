@@ -3,7 +3,7 @@
 RMSNorm, rotary position embedding (1-D, one running position over text and image tokens),
 grouped-query attention with q/k/v biases and no o_proj bias, SwiGLU MLP. Module names equal the
 official ones (``self_attn.{q,k,v,o}_proj``, ``mlp.{gate,up,down}_proj``, ``input_layernorm``,
-``post_attention_layernorm``) so the state dict maps 1:1 (BACKBONES.md 4.5).
+``post_attention_layernorm``) so the state dict maps 1:1 (docs/backbones.md "NextStep-1: checkpoint keys").
 
 Attention takes an explicit boolean mask [B, 1, Q, K] (True = may attend) and the layer's past
 keys/values, and returns the new full keys/values: the KV cache is a plain list owned by the caller.

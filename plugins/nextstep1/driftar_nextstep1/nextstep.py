@@ -1,7 +1,7 @@
 """The NextStep-1 backbone: a causal decoder-only LLM over [text prompt; image prefix; image tokens].
 
 Follows NextStep-1 (StepFun 2025, arXiv 2508.10711) and stepfun-ai/NextStep-1
-(modeling_nextstep.py, pipeline_nextstep.py; BACKBONES.md 4 and 8). Module names equal the
+(modeling_nextstep.py, pipeline_nextstep.py; docs/backbones.md "NextStep-1"). Module names equal the
 official ones (``embed_tokens``, ``layers.{i}.*``, ``norm``, ``lm_head``, ``image_in_projector``,
 ``image_out_projector``, ``gen_pos_embed``), so the official keys map 1:1 under ``backbone.``.
 
@@ -13,7 +13,7 @@ The sequence and what each hidden state predicts (strictly causal, one running R
 
 z_j = image_out_projector(norm(h)) at the input just before x_j is the head's condition (the
 official pipeline applies image_out_projector at inference; its public training forward does not:
-BACKBONES.md 4.1. driftar applies it in both). Captions are LEFT-padded (pad keys masked, pads keep
+docs/backbones.md "NextStep-1". driftar applies it in both). Captions are LEFT-padded (pad keys masked, pads keep
 their position index, as the official cache_position does); the CFG branch is the empty prompt.
 
 Generation state ("elements" are the inputs from <boi> on: element 0 = <boi>, element i = x_i):
@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from driftar_core.interfaces import Step, StepOutput, TrainOutput
-from driftar_core.method.entropy import attention_entropy
+from driftar_core.method.entropy import PROB_FLOOR, attention_entropy
 from driftar_nextstep1.config import NextStep1Config
-from driftar_nextstep1.layers import KV, DecoderLayer, RMSNorm, RotaryEmbedding
+from driftar_nextstep1.layers import DecoderLayer, RMSNorm, RotaryEmbedding
 from driftar_nextstep1.text import NEGATIVE_PROMPT, WordTokenizer, class_prompt
 
 TOKEN_NORM_EPS = 1e-6   # pipeline_nextstep.layer_norm
@@ -66,11 +66,14 @@ def sincos_2d(dim: int, grid: int) -> Tensor:
 
 @dataclass
 class NextStep1State:
-    """One batch's generation state. Rows B' = B, or 2B with CFG ([cond; uncond])."""
+    """One batch's generation state. Rows R = B, or 2B with CFG ([cond; uncond]).
 
-    cache: list[KV]             # per layer (k, v) [B', Hkv, T, d] of every fed input
-    key_valid: Tensor           # [B', P - 1 + L] bool over every index the sequence can reach, False at left padding
-    boi_embed: Tensor           # [B', 1, H] element 0
+    The KV cache is two stacked tensors, the layout ``prefill_net`` and ``feed_net`` take and return
+    (and their exported graphs: the export runtime runs this same state)."""
+
+    k: Tensor                   # [nL, R, Hkv, T, d] keys of every fed input
+    v: Tensor                   # [nL, R, Hkv, T, d] values
+    key_valid: Tensor           # [R, T] bool: False at left padding
     prefix_len: int             # P (<boi> is sequence index P - 1)
     tokens: Tensor              # [B, L, c] committed tokens (after use_norm), zeros past n
     n: int = 0                  # committed tokens
@@ -79,7 +82,7 @@ class NextStep1State:
     @property
     def cached(self) -> int:
         """T: sequence indices whose keys are cached."""
-        return self.cache[0][0].shape[2]
+        return self.k.shape[3]
 
     @property
     def cache_len(self) -> int:
@@ -129,31 +132,58 @@ class NextStep1(nn.Module):
 
     # ---- the transformer -------------------------------------------------------------------------
 
-    def forward_layers(self, embeds: Tensor, start: int, key_valid: Tensor, cache: list[KV] | None = None,
-                       image_start: int | None = None) -> tuple[Tensor, Tensor | None, list[KV]]:
-        """embeds [B', Q, H] at sequence indices start..start+Q-1, key_valid [B', start+Q] bool,
-        cache: per-layer keys of indices < start -> (norm(h) [B', Q, H], E [B', Q] or None, new cache).
+    def forward_layers(self, embeds: Tensor, key_valid: Tensor, past_k: Tensor | None = None,
+                       past_v: Tensor | None = None, image_start: Tensor | None = None
+                       ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """embeds [R, Q, H] after T cached keys, key_valid [R, T + Q] bool, past [nL, R, Hkv, T, d] or None,
+        image_start: sequence index of <boi> (a 0-dim tensor; None: no E)
+        -> (norm(h) [R, Q, H], E [R, Q] or None, k, v [nL, R, Hkv, T + Q, d]).
 
-        E is computed when ``image_start`` (the index of <boi>) is given, over keys from there on.
-        A single input (Q = 1, decoding) must be a real token: it sees every valid key.
+        Positions are tensors, never Python ints taken from the data, so this one forward serves
+        training, prefill, decoding and the exported graphs. E (Eq. 4) is over keys from <boi> on: the
+        image columns of the head-averaged attention, renormalised (masked columns add exact zeros).
         """
         Q = embeds.shape[1]
-        if Q == 1:                                                              # decoding: every valid key
-            mask = key_valid[:, None, :]                                        # [B', 1, K]
-        else:
-            q_pos = torch.arange(start, start + Q, device=embeds.device)
-            k_pos = torch.arange(start + Q, device=embeds.device)
-            mask = (k_pos[None] <= q_pos[:, None])[None] & key_valid[:, None, :]  # [B', Q, K] causal + padding
-            mask = mask | (k_pos[None] == q_pos[:, None])[None]                 # a pad query sees itself
-        cos, sin = self.rotary_emb.span(start, Q, embeds.dtype)                 # [Q, d]
-        h, entropy, new_cache, heads_mask = embeds, None, [], mask[:, None]    # [B', 1, Q, K] for every head
+        T = 0 if past_k is None else past_k.shape[3]
+        q_pos = torch.arange(Q, device=embeds.device) + T                         # [Q] sequence indices
+        k_pos = torch.arange(T + Q, device=embeds.device)                         # [K]
+        mask = (k_pos[None] <= q_pos[:, None])[None] & key_valid[:, None, :]      # [R, Q, K] causal + padding
+        mask = mask | (k_pos[None] == q_pos[:, None])[None]                       # a pad query sees itself
+        cos, sin = self.rotary_emb(q_pos, embeds.dtype)                           # [Q, d]
+        h, entropy, ks, vs = embeds, None, [], []
         for i, layer in enumerate(self.layers):
             want = image_start is not None and i == self.entropy_layer
-            h, attn, kv = layer(h, cos, sin, heads_mask, cache[i] if cache else None, need_weights=want)
-            new_cache.append(kv)
+            past = None if past_k is None else (past_k[i], past_v[i])
+            h, attn, (k, v) = layer(h, cos, sin, mask[:, None], past, need_weights=want)  # [R, Q, H]
+            ks.append(k)
+            vs.append(v)
             if attn is not None:
-                entropy = attention_entropy(attn, mask, key_subset=slice(image_start, None))  # [B', Q]
-        return self.norm(h), entropy, new_cache
+                image = (k_pos >= image_start)[None, None]                        # [1, 1, K]
+                a = attn.to(torch.promote_types(attn.dtype, torch.float32)).mean(1) * image  # [R, Q, K]
+                a = a / a.sum(-1, keepdim=True).clamp_min(PROB_FLOOR)             # renormalised over the image
+                entropy = attention_entropy(a[:, None], mask & image)             # [R, Q]
+        return self.norm(h), entropy, torch.stack(ks), torch.stack(vs)
+
+    # ---- the graphs: the only calls generation makes into the network ----------------------------
+
+    def prefill_net(self, ids: Tensor, key_valid: Tensor) -> tuple[Tensor, Tensor]:
+        """ids [R, T] (the prompt up to, not including, <boi>), key_valid [R, T] -> k, v [nL, R, Hkv, T, d]."""
+        _, _, k, v = self.forward_layers(self.embed_tokens(ids), key_valid)
+        return k, v
+
+    def feed_net(self, x: Tensor, elements: Tensor, k_cache: Tensor, v_cache: Tensor, key_valid: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Feed m elements after T cached keys in ONE forward: x [R, m, c] (element e's input token; the row
+        of element 0, <boi>, is ignored), elements [m] (e = first .. first + m - 1), k/v_cache
+        [nL, R, Hkv, T, d], key_valid [R, T] -> z [R, m, H] (z of element e predicts image position e),
+        E [R, m], k, v [nL, R, Hkv, T + m, d]."""
+        R, m, _ = x.shape
+        boi = self.embed_tokens.weight[self.text.boi_id]                          # [H] element 0's input
+        embeds = torch.where((elements == 0)[None, :, None], boi.to(x.dtype), self.image_in_projector(x))
+        key_valid = torch.cat([key_valid, key_valid.new_ones(R, m)], dim=1)       # [R, T + m]
+        image_start = k_cache.shape[3] - elements[0]                              # sequence index of <boi>
+        h, entropy, k, v = self.forward_layers(embeds, key_valid, k_cache, v_cache, image_start)
+        return self.image_condition(h, elements), entropy, k, v                   # [R, m, H], [R, m], caches
 
     def image_condition(self, h: Tensor, positions: Tensor | None) -> Tensor:
         """norm(h) [B', n, H] predicting image positions [n] (0-based; needed with use_gen_pos_embed) -> z [B', n, H]."""
@@ -206,7 +236,8 @@ class NextStep1(nn.Module):
         P = ids.shape[1]
         embeds = torch.cat([self.embed_tokens(ids), self.image_in_projector(inputs.to(self.embed_tokens.weight.dtype))], 1)
         key_valid = torch.cat([valid, valid.new_ones(B, L)], dim=1)             # [B, P + L]
-        h, entropy, _ = self.forward_layers(embeds, 0, key_valid, image_start=P - 1)  # [B, P + L, H]
+        image_start = torch.tensor(P - 1, device=embeds.device)
+        h, entropy, _, _ = self.forward_layers(embeds, key_valid, image_start=image_start)  # [B, P + L, H]
         z = self.image_condition(h[:, P - 1:P - 1 + L], torch.arange(L, device=h.device))  # [B, L, H]
 
         # text CE: h[t] predicts ids[t + 1] where both are real tokens; h[P + L - 1] (x_L) predicts <eoi>
@@ -230,11 +261,10 @@ class NextStep1(nn.Module):
         B = len(prompts)
         ids, valid = self.prefix_ids(prompts + [NEGATIVE_PROMPT] * B if cfg else prompts)  # [B', P]
         P = ids.shape[1]
-        _, _, cache = self.forward_layers(self.embed_tokens(ids[:, :P - 1]), 0, valid[:, :P - 1])
+        k, v = self.prefill_net(ids[:, :P - 1], valid[:, :P - 1])               # [nL, R, Hkv, P - 1, d]
         dtype = self.embed_tokens.weight.dtype
-        key_valid = torch.cat([valid[:, :P - 1], valid.new_ones(len(ids), L)], dim=1)  # [B', P - 1 + L] image keys valid
-        return NextStep1State(cache=cache, key_valid=key_valid, boi_embed=self.embed_tokens(ids[:, P - 1:]),
-                              prefix_len=P, tokens=torch.zeros(B, L, c, device=self.device, dtype=dtype), cfg=cfg)
+        return NextStep1State(k=k, v=v, key_valid=valid[:, :P - 1], prefix_len=P,
+                              tokens=torch.zeros(B, L, c, device=self.device, dtype=dtype), cfg=cfg)
 
     def plan(self, state: NextStep1State) -> list[Step]:
         """One token per step in raster order: positions [B, 1] = j, progress (j + 1) / L."""
@@ -250,17 +280,14 @@ class NextStep1(nn.Module):
         if first > last:
             raise ValueError(f"nothing to feed: {first} elements cached for {last} committed tokens")
         x = state.tokens[:, max(first - 1, 0):last]                             # x_i is element i
+        if first == 0:                                                          # element 0 = <boi> (row ignored)
+            x = torch.cat([torch.zeros_like(state.tokens[:, :1]), x], dim=1)
         if state.cfg:
-            x = torch.cat([x, x])                                               # [B', m, c]
-        embeds = self.image_in_projector(x)                                     # [B', m, H]
-        if first == 0:
-            embeds = torch.cat([state.boi_embed, embeds], dim=1)                # element 0 = <boi>
-        start = state.cached
-        h, entropy, state.cache = self.forward_layers(embeds, start, state.key_valid[:, :start + embeds.shape[1]],
-                                                      state.cache, image_start=state.prefix_len - 1)
-        positions = torch.arange(first, last + 1, device=h.device) if self.config.use_gen_pos_embed else None
-        z = self.image_condition(h, positions)
-        return z, entropy                                                       # [B', m, H], [B', m]
+            x = torch.cat([x, x])                                               # [R, m, c]
+        elements = torch.arange(first, last + 1, device=x.device)               # [m]
+        z, entropy, state.k, state.v = self.feed_net(x, elements, state.k, state.v, state.key_valid)
+        state.key_valid = torch.cat([state.key_valid, state.key_valid.new_ones(x.shape[0], x.shape[1])], dim=1)
+        return z, entropy                                                       # [R, m, H], [R, m]
 
     @torch.no_grad()
     def step(self, state: NextStep1State, positions: Tensor) -> StepOutput:
@@ -310,4 +337,4 @@ class NextStep1(nn.Module):
         state.n -= n
         state.tokens[:, state.n:] = 0
         keep = state.prefix_len - 1 + min(state.cache_len, state.n + 1)
-        state.cache = [(k[:, :, :keep], v[:, :, :keep]) for k, v in state.cache]
+        state.k, state.v, state.key_valid = state.k[:, :, :, :keep], state.v[:, :, :, :keep], state.key_valid[:, :keep]

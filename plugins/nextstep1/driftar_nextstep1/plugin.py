@@ -31,6 +31,12 @@ def build(config: NextStep1Config) -> Any:
     return build_nextstep1(config)
 
 
+def graphs(bundle: Any, bounds: Any) -> Any:
+    """``BackboneSpec.graphs``: driftar_nextstep1.graphs.nextstep1_graphs (torch imported on first call)."""
+    from driftar_nextstep1.graphs import nextstep1_graphs
+    return nextstep1_graphs(bundle, bounds)
+
+
 def make_head(config: Any, z_dim: int, token_dim: int) -> Any:
     """Head factory ``(config, z_dim, token_dim) -> FlowMatchingHead``; config is a FlowHeadConfig or a dict."""
     from driftar_nextstep1.flow_head import make_flow_head
@@ -44,6 +50,7 @@ def driftar_register_backbones(register: Any) -> None:
         # causal: no image-level E exists while decoding, so the drift head sees each token's own E;
         # the layer draft re-reads the tokens and prompts the target consumed
         drift=DriftARSupport(init_components=init_drift, entropy="token", draft_inputs=True),
+        graphs=graphs,
         description="NextStep-1 (StepFun 2025): causal LLM over text + continuous image tokens, KV-cached "
                     "raster decoding, per-token flow-matching head"))
 

@@ -1,13 +1,13 @@
-"""NextStep-1 size presets (DiT-style table; docs/BACKBONES.md 4.1). Pure Python, no torch.
+"""NextStep-1 size presets (DiT-style table; docs/backbones.md "NextStep-1: architecture"). Pure Python, no torch.
 
-``tiny`` is the NextStep1Config defaults (digits on 2 CPU cores; BACKBONES.md 8: a 2-4 layer GQA
+``tiny`` is the NextStep1Config defaults (digits on 2 CPU cores; docs/backbones.md "NextStep-1": a 2-4 layer GQA
 decoder of width 64-128, a 2 x 128 head, N = 5-20 steps). ``large`` is NextStep-1-Large with the
 official module shapes (Qwen2.5-14B-derived LLM, 157M flow head), so its state dict has the official
 keys and shapes: build it on the meta device (``with torch.device("meta")``), it has ~14B parameters.
 Its image tokens are the f8ch16 latent of a 256 px image (32 x 32 x 16) 2x2-patchified to 256 tokens
 of c = 64, written as a 16-channel "latent image" for the patch tokenizer; real runs need the
 NextStep VAE tokenizer (not built). vocab_size and rope_theta are Qwen2.5-14B's config values
-(BACKBONES.md marks the vocabulary as inferred: verify against the checkpoint's config.json).
+(docs/backbones.md marks the vocabulary as inferred: verify against the checkpoint's config.json).
 """
 from __future__ import annotations
 

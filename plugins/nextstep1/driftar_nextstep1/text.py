@@ -1,7 +1,7 @@
 """A tiny word-level text tokenizer and NextStep-1's prompt prefix. Pure Python, no torch.
 
 NextStep-1 conditions on a caption tokenised by Qwen2.5's tokenizer, followed by an image prefix
-(pipeline_nextstep.py ``_add_prefix_ids``; BACKBONES.md 4.1):
+(pipeline_nextstep.py ``_add_prefix_ids``; docs/backbones.md "NextStep-1: architecture"):
 
     <bos> caption... <|image_area|> "h*w" <|begin_of_image|> [image tokens ...] <|end_of_image|>
 

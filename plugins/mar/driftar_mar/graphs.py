@@ -1,11 +1,10 @@
-"""MAR's exported AR step: ``target_step`` (masked, bidirectional; plugins/mar/driftar_mar/mar.py).
+"""MAR's exported graph (``BackboneSpec.graphs``): ``target_step`` = ``MAR.step_net``.
 
 One MAR step is one encoder + decoder forward over what the state knows. The sparse MAE encoder keeps
-only the buffer slots and the known tokens; how many depends on the step, so the HOST turns the known
-mask into the kept indices (``MAR.kept_indices``: buffer + known positions in raster order) and the
-graph gathers them, exactly as ``MAR.forward_kept`` does in PyTorch. The kept count is a dynamic dim
-(``kept``), not a data-dependent shape inside the graph. As in ``MAR.step``, the last decoder block
-runs only the step's positions as queries (``forward_kept(..., query=positions)``).
+only the buffer slots and the known tokens; how many depends on the step, so ``MAR.step`` turns the
+known mask into the kept indices (``kept_indices``: buffer + known positions in raster order) and
+``step_net`` gathers them. The kept count is a dynamic dim (``kept``), not a data-dependent shape
+inside the graph. The last decoder block runs only the step's positions as queries.
 
     inputs   tokens [R, L, c]   committed tokens (zeros where unknown)
              keep [R, kept]     int64, MAR.kept_indices(mask): buffer slots + known positions
@@ -17,26 +16,16 @@ R = B, or 2B with CFG ([cond; uncond], the uncond rows with label ``class_num``)
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from driftar_export.graphs.spec import IO, DimRange, GraphSpec, randn
-
-
-class MARStepGraph(nn.Module):
-    def __init__(self, mar: nn.Module):
-        super().__init__()
-        self.mar = mar
-
-    def forward(self, tokens: Tensor, keep: Tensor, labels: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        m = self.mar
-        table = torch.cat([m.class_emb.weight, m.fake_latent])                 # [classes + 1, D], last = null
-        z, entropy = m.forward_kept(tokens, keep, table[labels], query=positions)  # [R, n, Dd], [R, L]
-        return z, torch.gather(entropy, 1, positions), entropy.mean(1)         # [R, n, Dd], [R, n], [R]
+from driftar_core.graphs import IO, DimRange, ExportBounds, GraphSpec, randn
 
 
-def masked_specs(bundle: nn.Module, max_rows: int) -> list[GraphSpec]:
-    """``target_step`` of a MAR bundle (rows up to ``max_rows``)."""
+def mar_graphs(bundle: Any, bounds: ExportBounds) -> list[GraphSpec]:
+    """``target_step`` of a MAR bundle (rows up to ``bounds.max_rows``)."""
     mar = bundle.backbone
     L, c = mar.token_shape
     buf, classes = mar.buffer_size, mar.class_emb.num_embeddings
@@ -53,11 +42,11 @@ def masked_specs(bundle: nn.Module, max_rows: int) -> list[GraphSpec]:
         return tokens, keep, labels, positions.contiguous()
 
     return [GraphSpec(
-        role="target_step", module=MARStepGraph(mar).eval(),
+        role="target_step", binds="backbone.step_net", bundle=bundle,
         inputs=[IO("tokens", "float32", ("rows", L, c)), IO("keep", "int64", ("rows", "kept")),
                 IO("labels", "int64", ("rows",)), IO("positions", "int64", ("rows", "positions"))],
         outputs=["z", "entropy", "entropy_global"],
-        dims={"rows": DimRange.spread(1, max_rows), "kept": DimRange.spread(buf, buf + L - 1),
+        dims={"rows": DimRange.spread(1, bounds.max_rows), "kept": DimRange.spread(buf, buf + L - 1),
               "positions": DimRange.spread(1, L)},
         make_inputs=make,
         description="MAR encoder (sparse, kept indices from the host) + decoder; z and E at the step's positions",
