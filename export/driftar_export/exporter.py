@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from driftar_export.manifest import (DRAFT_ROLES, FORMAT, MANIFEST, read_manifest, record_files, summary, versions,
+from driftar_export.manifest import (FORMAT, MANIFEST, has_draft, read_manifest, record_files, summary, versions,
                                      write_manifest)
 from driftar_export.options import ExportError, OnnxOptions
 from driftar_export.sampler import SPECULATIVE_KEYS, torch_sampler
@@ -215,7 +215,7 @@ def export_onnx(bundle: Any, out_dir: str | Path, options: OnnxOptions | None = 
         resolved = {**options.model_dump(), **resolved_bounds}
         worst = {r: max(max(p["max_abs_diff"].values()) for p in g["parity"]) for r, g in graphs.items()}
         samplers = {kind: settings if kind == settings["kind"] else sampler_settings(bundle, kind)
-                    for kind in (("plain", "speculative") if DRAFT_ROLES & set(graphs) else ("plain",))}
+                    for kind in (("plain", "speculative") if has_draft(graphs) else ("plain",))}
         manifest = {"format": FORMAT, "model": model, "sampler": settings, "samplers": samplers, "graphs": graphs,
                     "opset": options.opset, "precision": options.precision, "options": resolved, "versions": versions(),
                     "parity": {"atol": options.parity_atol, "max_abs_diff": worst, "passed": True}}

@@ -36,7 +36,11 @@ from driftar_core.files import IntegrityError, check_digest, confined, file_reco
 
 FORMAT = "driftar-export/2"      # 2: graphs bind the bundle's methods; the runner runs the core's loop
 MANIFEST = "manifest.json"
-DRAFT_ROLES = frozenset({"draft_step", "draft_window"})   # a bundle with either can run the speculative loop
+
+
+def has_draft(graphs: dict[str, Any]) -> bool:
+    """Whether a bundle's graphs include its draft's (any method of ``draft``): it can run the speculative loop."""
+    return any(str(g.get("binds", "")).startswith("draft.") for g in graphs.values())
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy", "driftar", "driftar-export",
             "tensorrt")
 

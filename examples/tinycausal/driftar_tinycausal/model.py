@@ -1,8 +1,9 @@
 """The example backbone: a tiny class-conditional causal transformer over patch tokens.
 
 Input row r of a sequence is [class token, x_0, ..., x_{r-1}]; output row r is z_r, the head's
-condition for token r. No KV cache: a step re-reads the committed prefix, so ``verify`` (k drafts in
-one forward) and ``rollback`` (forget the last m tokens) are exact by construction. E is the
+condition for token r. No KV cache: a step re-reads the committed tokens, so ``verify`` (k drafts in
+one forward) and ``rollback`` (forget the last m tokens) are exact by construction. ``forward_rows``
+is the one call generation makes into the network, so it is also the exported graph (graphs.py). E is the
 causal-normalised entropy of the penultimate block's attention (driftar's ``attention_entropy``).
 """
 from __future__ import annotations
@@ -97,8 +98,11 @@ class TinyCausal(nn.Module):
         return [Step(torch.full((B, 1), j, device=state.tokens.device), (j + 1) / L) for j in range(L)]
 
     def _rows(self, state: State, upto: int) -> tuple[Tensor, Tensor]:
+        """z, E of rows 0..upto. The attention is causal, so every row is computed over the whole token
+        buffer (zeros past n do not reach rows <= n): one fixed-shape call, which is the exported graph."""
         reps = len(state.labels) // len(state.tokens)                                  # 2 with CFG
-        return self.forward_rows(state.labels, state.tokens[:, :upto].repeat(reps, 1, 1))
+        z, ent = self.forward_rows(state.labels, state.tokens[:, :-1].repeat(reps, 1, 1))  # [B', L, D], [B', L]
+        return z[:, :upto + 1], ent[:, :upto + 1]
 
     def step(self, state: State, positions: Tensor) -> StepOutput:
         """positions [B, 1] = n -> z [B', 1, D], E [B', 1]."""

@@ -19,6 +19,11 @@ def build(config: TinyCausalConfig) -> Any:
     return build_bundle(config)
 
 
+def graphs(bundle: Any, bounds: Any) -> Any:
+    from driftar_tinycausal.graphs import graphs as export_graphs
+    return export_graphs(bundle, bounds)
+
+
 def init_drift(bundle: Any) -> None:
     from driftar_tinycausal.build import init_drift_components
     init_drift_components(bundle)
@@ -29,7 +34,8 @@ def driftar_register_backbones(register: Any) -> None:
     register(BackboneSpec(
         name="tinycausal", config_cls=TinyCausalConfig, build=build, presets=PRESETS,
         description="example third-party backbone: a tiny causal transformer with a flow head",
-        drift=DriftARSupport(init_components=init_drift, entropy="token", draft_inputs=True)))
+        drift=DriftARSupport(init_components=init_drift, entropy="token", draft_inputs=True),
+        graphs=graphs))
 
 
 @hookimpl

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from driftar_core.errors import NonFiniteError
-from driftar_export.manifest import DRAFT_ROLES, read_manifest
+from driftar_export.manifest import has_draft, read_manifest
 from driftar_export.runtime.graphs import GraphSet
 from driftar_export.sampler import torch_sampler
 
@@ -70,7 +70,7 @@ class Runner:
         """The manifest's sampler settings with ``overrides`` (None = keep); unknown keys fail."""
         forced = overrides.pop("sampler", None)
         kind = forced or self.settings["kind"]
-        if kind not in OVERRIDABLE or (kind == "speculative" and not DRAFT_ROLES & set(self.graphs.roles)):
+        if kind not in OVERRIDABLE or (kind == "speculative" and not has_draft(self.manifest["graphs"])):
             raise ValueError(f"this bundle cannot run a {kind!r} sampler (graphs: {sorted(self.graphs.roles)})")
         bad = {k for k, v in overrides.items() if v is not None} - OVERRIDABLE[kind]
         if bad:
