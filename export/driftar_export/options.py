@@ -39,7 +39,6 @@ class TensorRTOptions(Strict):
 
     onnx: OnnxOptions = Field(default_factory=OnnxOptions)
     precision: Literal["fp32", "fp16"] = "fp32"  # fp16: TRT 10 builder flag; TRT 11 strongly typed (see build.py)
-    strongly_typed: bool = False                # TRT 10 fp16 through the strongly typed fp16 graph too (11: always)
     workspace_gib: float = Field(4.0, gt=0)     # builder scratch memory (MemoryPoolType.WORKSPACE)
     timing_cache: str | None = None             # path; None = <bundle>/engines/timing.cache
     builder_optimization_level: int = Field(3, ge=0, le=5)  # TensorRT's default 3

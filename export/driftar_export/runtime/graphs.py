@@ -1,10 +1,14 @@
 """Graph executors: ``run(role, feeds) -> outputs`` over a bundle's graphs, numpy in and out.
 
-The host loops (``runtime/loops_*.py``) only see this interface, so ONNX Runtime and TensorRT
+The ``Runner``'s bound graph methods only see this interface, so ONNX Runtime and TensorRT
 (``driftar_export.tensorrt.runtime``) run the same loop. ONNX Runtime sessions take the providers in
-priority order (TensorRT EP -> CUDA EP -> CPU EP; ORT >= 1.10 wants them explicit). The TensorRT
-EP's optimisation profiles come from the manifest's dim bounds, its engines and timing cache are
-cached under ``<bundle>/ort_trt_cache``.
+priority order (TensorRT EP -> CUDA EP -> CPU EP; ORT >= 1.10 wants them explicit; CUDA is added
+behind TensorRT, as the ONNX Runtime docs advise, so that nodes TensorRT does not take stay on the
+GPU). ONNX Runtime falls back silently when a provider fails to load (missing CUDA / TensorRT
+libraries): each session's ``get_providers()`` is compared with the request and a dropped GPU
+provider is an error naming it. The TensorRT EP's optimisation profiles come from the manifest's dim
+bounds; its engines and timing cache live under ``<bundle>/ort_trt_cache``, stamped with the
+onnxruntime / TensorRT versions and the GPU, and cleared when any of them changes.
 
 Inputs and outputs go through host memory on every call. On a GPU, IO binding
 (``session.io_binding()``: keep the KV cache and z on the device between calls) is the next step;
@@ -17,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from driftar_export.manifest import MANIFEST, BundleError, check_graph_io, profile_shapes
+from driftar_export.manifest import MANIFEST, RUNTIME_CACHE, BundleError, check_graph_io, profile_shapes
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -35,6 +39,9 @@ def provider_names(providers: list[str] | tuple[str, ...]) -> list[str]:
     import onnxruntime as ort
     names = [PROVIDERS.get(p.lower(), p) for p in providers]
     available = ort.get_available_providers()
+    trt_ep, cuda_ep = PROVIDERS["tensorrt"], PROVIDERS["cuda"]
+    if trt_ep in names and cuda_ep not in names and cuda_ep in available:
+        names.insert(names.index(trt_ep) + 1, cuda_ep)              # CUDA behind TensorRT (ORT's advice)
     missing = [n for n in names if n not in available]
     if missing:
         raise RuntimeError(f"onnxruntime {ort.__version__} has no {', '.join(missing)} (available: "
@@ -54,6 +61,38 @@ def tensorrt_ep_options(graph: dict[str, Any], cache_dir: Path, fp16: bool = Fal
     return {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir),
             "trt_profile_min_shapes": fmt(0), "trt_profile_opt_shapes": fmt(1), "trt_profile_max_shapes": fmt(2)}
+
+
+def cache_stamp() -> dict[str, Any]:
+    """What the TensorRT EP's cached engines are tied to: onnxruntime and TensorRT versions, the GPU."""
+    import onnxruntime as ort
+
+    from driftar_export.manifest import versions
+    gpu = None
+    try:
+        import torch
+        if torch.cuda.is_available():
+            gpu = [torch.cuda.get_device_name(0), "%d.%d" % torch.cuda.get_device_capability(0)]
+    except Exception:                                             # no usable torch CUDA: the stamp says so
+        gpu = None
+    return {"onnxruntime": ort.__version__, "tensorrt": versions().get("tensorrt"), "gpu": gpu}
+
+
+def prepare_trt_cache(cache_dir: Path) -> None:
+    """Clear the TensorRT EP's engine cache when it was made by another onnxruntime, TensorRT or GPU."""
+    import json
+    import shutil
+
+    from driftar_core.files import atomic_write_text
+    stamp, path = cache_stamp(), cache_dir / "stamp.json"
+    try:
+        same = json.loads(path.read_text()) == stamp
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(stamp))
 
 
 def session_options(threads: int | None) -> Any:
@@ -78,7 +117,9 @@ class OrtGraphs:
         from driftar_core.files import confined
         directory = Path(directory)
         names = provider_names(providers)
-        self.providers = names
+        if PROVIDERS["tensorrt"] in names:
+            prepare_trt_cache(directory / RUNTIME_CACHE)
+        self.requested = names
         self.sessions: dict[str, Any] = {}
         graphs = manifest["graphs"]
         for role, g in graphs.items():
@@ -97,6 +138,13 @@ class OrtGraphs:
         for role, g in graphs.items():
             session = self.sessions[g.get("alias_of") or role]
             check_graph_io(directory, role, g, ((i.name, i.shape) for i in session.get_inputs()))
+            dropped = [n for n in names if n != PROVIDERS["cpu"] and n not in session.get_providers()]
+            if dropped:
+                raise RuntimeError(f"ONNX Runtime could not use {', '.join(dropped)} for graph {role} (it fell back to "
+                                   f"{', '.join(session.get_providers())}): the CUDA / TensorRT libraries did not load. "
+                                   "Check the onnxruntime-gpu install (CUDA, cuDNN, TensorRT versions) or pass "
+                                   "--providers cpu")
+        self.providers = next(iter(self.sessions.values())).get_providers() if self.sessions else names
         self.sessions.update({role: self.sessions[g["alias_of"]] for role, g in graphs.items() if g.get("alias_of")})
         self.outputs = {r: [o.name for o in s.get_outputs()] for r, s in self.sessions.items()}
         self.roles = set(self.sessions)

@@ -45,7 +45,7 @@ class Runner:
     device = "cpu"              # where ``sample`` returns its torch tensors (bench / evaluate move labels here)
 
     def __init__(self, directory: str | Path, backend: str = "onnxruntime", providers: tuple[str, ...] = ("cpu",),
-                 threads: int | None = None):
+                 threads: int | None = None, trt_device: str = "cuda"):
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
         self.model, self.settings = self.manifest["model"], self.manifest["sampler"]
@@ -56,13 +56,13 @@ class Runner:
             self.graphs = OrtGraphs(self.directory, self.manifest, tuple(providers), threads)
         elif backend == "tensorrt":
             from driftar_export.tensorrt.runtime import TensorRTGraphs
-            self.graphs = TensorRTGraphs(self.directory, self.manifest)
+            self.graphs = TensorRTGraphs(self.directory, self.manifest, device=trt_device)
         else:
             raise ValueError(f"unknown backend {backend!r}: onnxruntime or tensorrt")
         self.max_batch = int(self.manifest["options"]["max_batch"])
         self.bundle = skeleton(self.directory)
         from driftar_core.graphs import bind_graphs
-        bind_graphs(self.bundle, self.manifest["graphs"], self.graphs.run)
+        bind_graphs(self.bundle, self.manifest["graphs"], lambda role, feeds: self.graphs.run(role, feeds))
 
     # ---- the loops ---------------------------------------------------------------------------------
 

@@ -10,11 +10,15 @@ Per graph (NVIDIA's documented build flow; docs/layout.md "Export"):
 
 Precision:
 - fp32: TF32 is cleared (TensorRT enables it by default on Ampere+; it would break the 1e-4 parity).
-- fp16, TensorRT 11 (and TensorRT 10 with ``strongly_typed``): the FP16/BF16 builder flags are gone;
-  the network is created STRONGLY_TYPED from an fp16 copy of the graph (``fp16.py``: MatMul/Gemm in
-  fp16, normalisation, softmax and reductions in fp32), so precision comes from the ONNX types.
-- fp16, TensorRT 10 (weakly typed): ``BuilderFlag.FP16`` with normalisation, softmax, reduce and
-  unary (exp/log/sqrt) layers pinned to fp32 under ``OBEY_PRECISION_CONSTRAINTS``.
+- fp16 (TensorRT 10 and 11 alike): the network is created STRONGLY_TYPED from an fp16 copy of the graph
+  (``fp16.py``: MatMul/Gemm in fp16, normalisation, softmax and reductions in fp32), so precision comes
+  from the ONNX types. Weak typing with the FP16 flag is deprecated since 10.12 and gone in 11, and
+  pinning layer types to fp32 would also pin the integer and shape layers the parser emits for the
+  int64 / bool inputs.
+
+Every call whose result says it failed is checked: the parser's errors are listed,
+``add_optimization_profile`` (a bad profile: -1), ``set_timing_cache`` (a cache from another GPU or
+TensorRT version is not accepted: the build goes on with a fresh one, said in the log).
 
 Engines are not portable across TensorRT versions or GPUs (TensorRT #2072, #564, onnxruntime #22139):
 the manifest's ``tensorrt.stamp`` records both, and ``runtime.py`` refuses a mismatch with a
@@ -22,6 +26,7 @@ the manifest's ``tensorrt.stamp`` records both, and ``runtime.py`` refuses a mis
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +37,6 @@ INSTALL_HINT = ("--target tensorrt needs the `tensorrt` Python package (TensorRT
                 "or NVIDIA's wheels for your CUDA) and an NVIDIA GPU with a CUDA driver. Export to ONNX here with "
                 "--target onnx, then build and check the engines on a GPU machine: "
                 "python benchmarks/check_tensorrt.py --bundle DIR")
-FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE", "UNARY")    # kept fp32 in the weakly typed fp16 build
 
 
 def require_tensorrt() -> Any:
@@ -108,22 +112,18 @@ def build_engine(trt: Any, onnx_path: Path, graph: dict[str, Any], options: Tens
     config.builder_optimization_level = options.builder_optimization_level
     if hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)                       # fp32 means fp32 (parity 1e-4)
-    if options.precision == "fp16" and not strongly_typed:            # TensorRT 10, weakly typed
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        keep = {getattr(trt.LayerType, t) for t in FP32_LAYER_TYPES}
-        for i in range(network.num_layers):
-            layer = network.get_layer(i)
-            if layer.type in keep:
-                layer.precision = trt.float32
-                for j in range(layer.num_outputs):
-                    layer.set_output_type(j, trt.float32)
     profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in profile_shapes(graph).items():
+    shapes = profile_shapes(graph)
+    for name, (lo, opt, hi) in shapes.items():
         profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
+    if config.add_optimization_profile(profile) < 0:
+        raise ExportError(f"TensorRT refused the optimisation profile of {onnx_path.name} ({shapes}); the manifest's "
+                          "dim bounds do not fit the graph's inputs: re-export the bundle")
     cache = config.create_timing_cache(timing_cache)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        logger.log(trt.Logger.WARNING, f"the timing cache does not fit this GPU / TensorRT; {onnx_path.name} is "
+                   "timed afresh")
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"TensorRT could not build an engine for {onnx_path.name} (see the log above)")
@@ -135,18 +135,30 @@ def build_engines(directory: str | Path, options: TensorRTOptions | None = None,
     """Build every graph of the bundle at ``directory`` into ``engines/``; records the stamp in the manifest
     and the engines' (and timing cache's, when inside the bundle) sizes and hashes in its ``files``.
     Refused for a bundle holding files it did not write (driftar_export.destination)."""
-    from driftar_core.files import atomic_write_bytes, confined
     from driftar_export.destination import check_out_dir
-    from driftar_export.manifest import MANIFEST, read_manifest, record_files, write_manifest
+    from driftar_export.manifest import read_manifest
     options = options or TensorRTOptions()
     if trt is None or gpu is None:
         trt, gpu = preflight()
     directory = Path(directory)
     manifest = read_manifest(directory)                               # hashes verified before any graph is parsed
     check_out_dir(directory, option="bundle")
-    strongly_typed = trt_major(trt) >= 11 or (options.precision == "fp16" and options.strongly_typed)
+    strongly_typed = trt_major(trt) >= 11 or options.precision == "fp16"
     engines_dir = directory / "engines"
+    created = not engines_dir.exists()
     engines_dir.mkdir(exist_ok=True)
+    try:
+        return _build_all(trt, gpu, directory, manifest, options, strongly_typed, engines_dir, log)
+    except BaseException:
+        if created:                                                   # a failed first build leaves no foreign files
+            shutil.rmtree(engines_dir, ignore_errors=True)
+        raise
+
+
+def _build_all(trt: Any, gpu: dict[str, str], directory: Path, manifest: dict[str, Any], options: TensorRTOptions,
+               strongly_typed: bool, engines_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    from driftar_core.files import atomic_write_bytes, confined
+    from driftar_export.manifest import MANIFEST, record_files, write_manifest
     cache_path = Path(options.timing_cache) if options.timing_cache else engines_dir / "timing.cache"
     timing = cache_path.read_bytes() if cache_path.is_file() else b""
     logger = trt.Logger(trt.Logger.WARNING)
