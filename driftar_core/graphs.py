@@ -189,11 +189,19 @@ class GraphMethod:
         names = self.roles[0]["inputs"]
         if len(inputs) != len(names):
             raise TypeError(f"graph method takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}")
-        feeds = {n: x.detach().cpu().contiguous().numpy() for n, x in zip(names, inputs)}
-        role = self._role(feeds)
+        feeds = {n: _host(x) for n, x in zip(names, inputs)}
+        role = self._role(feeds) if len(self.roles) > 1 else self.roles[0]
         out = self.run(role["role"], feeds)
-        res = tuple(torch.from_numpy(out[o]) for o in role["outputs"])
-        return res[0] if len(res) == 1 else res
+        if len(role["outputs"]) == 1:
+            return torch.from_numpy(out[role["outputs"][0]])
+        return tuple(torch.from_numpy(out[o]) for o in role["outputs"])
+
+
+def _host(x: Tensor) -> Any:
+    """A CPU numpy view of ``x`` (no copy when it is already a contiguous CPU tensor)."""
+    if x.device.type != "cpu" or not x.is_contiguous():
+        x = x.detach().cpu().contiguous()
+    return x.numpy()
 
 
 def bind_graphs(bundle: nn.Module, graphs: dict[str, dict[str, Any]], run: Callable[..., dict[str, Any]]) -> None:

@@ -143,11 +143,11 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
     L, _ = tok.token_shape
     if num_iter is not None and num_iter != L:
         raise ValueError(f"speculative decoding commits one token per AR step: num_iter must be {L}, got {num_iter}")
-    B, use_cfg = len(cond), cfg != 1.0
+    B, use_cfg, device = len(cond), cfg != 1.0, bundle.device
     tstate = backbone.new_state(cond, num_iter=L, cfg=use_cfg, generator=generator)
     dstate = draft.new_state(cond, num_iter=L, cfg=use_cfg, generator=generator)
     if noise is None:
-        noise = draw_noise(head, B, L, generator, bundle.device)
+        noise = draw_noise(head, B, L, generator, device)
     cfgs = cfg_per_token(cfg, cfg_schedule, L)                             # one token per step, raster order
 
     stats = {"rounds": 0, "drafted": 0, "accepted": 0, "accepted_per_sample": 0.0, "early_stops": 0,
@@ -181,7 +181,7 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
                 stats["draft_head_nfe"] += head.nfe
         for m in range(0 if feature_level else k):
             p, t0 = n + m, time.perf_counter()
-            pos = torch.full((B, 1), p, dtype=torch.long, device=bundle.device)
+            pos = torch.full((B, 1), p, dtype=torch.long, device=device)
             d_out = draft.step(dstate, pos)                                    # z^ [B', 1, D], E^ [B', 1]
             t1 = time.perf_counter()
             x_hat = head_tokens(head, d_out, noise[:, p:p + 1], cfgs[p:p + 1], temperature)  # [B, 1, c]
@@ -222,7 +222,7 @@ def speculative_generate(bundle: Any, cond: Any, *, draft: Any = None, draft_len
 
         # 4. roll both caches back to the accepted prefix; commit one exact target token
         backbone.rollback(tstate, k - a)
-        pos = torch.full((B, 1), n + a, dtype=torch.long, device=bundle.device)
+        pos = torch.full((B, 1), n + a, dtype=torch.long, device=device)
         backbone.commit(tstate, pos, x_star[:, a:a + 1])
         if feature_level:                                                      # the target's own z, E of n .. n+a
             draft.observe(dstate, StepOutput(z=own.z[:, :a + 1], entropy=own.entropy[:, :a + 1]),
