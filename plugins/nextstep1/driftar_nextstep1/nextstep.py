@@ -149,7 +149,10 @@ class NextStep1(nn.Module):
         k_pos = torch.arange(T + Q, device=embeds.device)                         # [K]
         mask = (k_pos[None] <= q_pos[:, None])[None] & key_valid[:, None, :]      # [R, Q, K] causal + padding
         mask = mask | (k_pos[None] == q_pos[:, None])[None]                       # a pad query sees itself
-        cos, sin = self.rotary_emb(q_pos, embeds.dtype)                           # [Q, d]
+        if torch.compiler.is_exporting():                                         # traced: from the positions
+            cos, sin = self.rotary_emb(q_pos, embeds.dtype)                       # [Q, d]
+        else:                                                                     # eager: a slice of a cached table
+            cos, sin = self.rotary_emb.span(T, Q, embeds.dtype)                   # (same values, fewer ops)
         h, entropy, ks, vs = embeds, None, [], []
         for i, layer in enumerate(self.layers):
             want = image_start is not None and i == self.entropy_layer
