@@ -5,7 +5,7 @@
     L_drift = head.loss(tokens, z, mask, E)                 # Eq. 8 on G >= 16 samples per token
     L_draft = draft.loss(sg z, sg E)                        # Eq. 3 + draft-target entropy alignment
     L = alpha(t) * L_draft + (1 - alpha(t)) * L_drift       # Eq. 9; alpha 0.95 -> 0 over 80% of steps
-    phase II (t >= 0.8 T): backbone and draft frozen (no grad), L = L_drift    (Eq. 10)
+    phase II (t >= 0.8 T): backbone, draft and the prior mean W_mu frozen (no grad), L = L_drift  (Eq. 10)
 
 Training starts from a trained baseline (``model.init_from``); ``prepare_drift`` then copies the
 frozen feature map phi and the draft's blocks from that trained target (docs/method.md "Two-phase training").
@@ -89,6 +89,10 @@ class DriftARObjective(TrainObjective):
         bundle, sched = self.bundle, self.schedule()
         phase2 = sched.phase(self.step) == "II"
         alpha = sched.alpha(self.step)
+        # Phase II freezes the prior mean W_mu as the official code does: the drifting field assumes a
+        # fixed source distribution x0 = mu(z) + sigma(E) eps. No gradient (not a zero one), so Adam's
+        # momentum cannot move it either (the trainer zeroes grads to None).
+        bundle.head.prior.requires_grad_(not phase2)
         with torch.no_grad():
             tokens = bundle.tokenizer.encode(images)                          # [B, L, c]
         frozen = phase2 or not self.config.train_backbone

@@ -47,8 +47,8 @@ def entropy_sigma(entropy: Tensor, sigma_max: float = SIGMA_MAX, tau: float = TA
 class EntropyPrior(nn.Module):
     """x0 = mu(z) + sigma(E) * eps (Eq. 7) with mu = ``enc_to_token_proj`` (Linear D -> c).
 
-    The official code freezes ``enc_to_token_proj`` in Phase II (docs/method.md "Two-phase training"); freezing is the
-    trainer's job (``requires_grad_(False)`` on this module), nothing here depends on it.
+    Phase II freezes ``enc_to_token_proj`` as the official code does (docs/method.md "Two-phase training"):
+    the drift objective sets ``requires_grad_(False)`` on this module there; nothing here depends on it.
     The numbers come from ``DriftDecoderConfig`` (the one place driftar's defaults live).
     """
 
