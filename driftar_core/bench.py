@@ -11,6 +11,13 @@ warm-up repeats does not cover when the fastest model needs ~0.1 s per sample. T
 not inferred. Repeat r decodes class labels (r + arange(batch)) % 10 with seed + r, so batch-1
 repeats cover different digits; pass counts and acceptance are the mean over the timed repeats at
 the first batch size. Quality comes from driftar_core.eval (FD next to its real-vs-real floor).
+
+A model that decodes speculatively by default is always timed next to the same model decoded
+sequentially (``NAME@plain`` is added when the list lacks it): its AR-stage speedup is reported
+against that (``ar_stage_speedup_vs_plain``: same weights, same number of tokens) and, separately,
+against the first model (``ar_stage_speedup``). Stage speedups are not multiplied: the stages' times
+add. A speculative model's quality is measured on its own speculative samples (sampled at the first
+batch size, where its default sampler speculates), never on the sequential decoder's.
 """
 from __future__ import annotations
 
@@ -67,6 +74,25 @@ def mean_counts(counts: list[Any]) -> dict[str, Any]:
     return out
 
 
+def plain_name(model: str) -> str:
+    return f"{split_model_spec(model)[0]}@plain"
+
+
+def plain_twins(models: list[str], specs: dict[str, tuple[str, bool | None]], loaded: dict[str, Any]) -> list[str]:
+    """``NAME@plain`` for every model that decodes speculatively by default and whose sequential decoding
+    the list does not time already (eager bundles only: an exporter's runner samples with its own settings)."""
+    from driftar_core.bundle import ModelBundle
+    out = []
+    for m, (name, flag) in specs.items():
+        bundle = loaded[name]
+        speculative = flag is True or (flag is None and isinstance(bundle, ModelBundle)
+                                        and bundle.sampler.kind == "speculative")
+        twin = plain_name(m)
+        if speculative and isinstance(bundle, ModelBundle) and twin not in models and twin not in out:
+            out.append(twin)
+    return out
+
+
 def default_sampler(bundle: Any) -> Any:
     """The sampler a model uses by default: speculative when it has a draft and says so."""
     from driftar_core.speculative import select_sampler
@@ -110,6 +136,9 @@ def run_bench(models: list[str], *, batch_sizes: tuple[int, ...] = (1, 16), repe
     from driftar_core.speculative import select_sampler
     specs = {m: split_model_spec(m) for m in models}                  # "name@plain": same weights, plain decoding
     loaded = {name: load_bench_model(name) for name, _ in specs.values()}
+    added = plain_twins(models, specs, loaded)                         # each speculative model's sequential reference
+    models = [*models, *added]
+    specs.update({m: split_model_spec(m) for m in added})
     bundles = {m: loaded[name] for m, (name, _) in specs.items()}
     samplers = {m: select_sampler(bundles[m], flag) for m, (_, flag) in specs.items()}
     timings = {(m, b): _Timing() for m in models for b in batch_sizes}
@@ -138,6 +167,8 @@ def run_bench(models: list[str], *, batch_sizes: tuple[int, ...] = (1, 16), repe
     for m in models:
         row: dict[str, Any] = {k: None for k in RESULT_KEYS}
         row.update(model=m, **mean_counts(counts[m]))
+        row["speculative"] = bool(row["draft_passes"])                    # drafted at the first batch size
+        row["added"] = m in added
         for b in batch_sizes:
             t = timings[(m, b)]
             q1, med, q3 = _quantiles(t.total)
@@ -147,7 +178,10 @@ def run_bench(models: list[str], *, batch_sizes: tuple[int, ...] = (1, 16), repe
             row[f"decoder_ms_b{b}"] = 1e3 * statistics.median(t.dec)
         if quality:
             from driftar_core.eval.evaluate import evaluate
-            q = evaluate(bundles[m], num_samples=eval_samples, seeds=eval_seeds, sampler=samplers[m])
+            eval_batch = b0 if row["speculative"] else 128                  # its own (speculative) samples
+            q = evaluate(bundles[m], num_samples=eval_samples, seeds=eval_seeds, sampler=samplers[m],
+                         batch_size=eval_batch)
+            row["eval_batch"] = eval_batch
             row.update({k: q.get(k) for k in ("fd", "fd_floor", "class_accuracy", "precision", "recall")})
             row["fd_std"] = q.get("fd_std")
         results.append(row)
@@ -158,9 +192,11 @@ def run_bench(models: list[str], *, batch_sizes: tuple[int, ...] = (1, 16), repe
     b0 = batch_sizes[0]
     for row in results:
         r = {f"speedup_b{b}": ref[f"latency_ms_b{b}"] / row[f"latency_ms_b{b}"] for b in batch_sizes}
-        r["ar_stage_speedup"] = ref[f"ar_ms_b{b0}"] / max(row[f"ar_ms_b{b0}"], 1e-12)
+        r["ar_stage_speedup"] = ref[f"ar_ms_b{b0}"] / max(row[f"ar_ms_b{b0}"], 1e-12)   # vs the first model
         r["decoder_speedup"] = ref[f"decoder_ms_b{b0}"] / max(row[f"decoder_ms_b{b0}"], 1e-12)
-        r["stage_product"] = r["ar_stage_speedup"] * r["decoder_speedup"]   # what the two stages multiply to
+        plain = stage.get(plain_name(row["model"])) if row["speculative"] else None
+        r["ar_stage_speedup_vs_plain"] = (plain[f"ar_ms_b{b0}"] / max(row[f"ar_ms_b{b0}"], 1e-12)
+                                          if plain is not None else None)   # same model, decoded sequentially
         r["fd_ratio"] = (row["fd"] / ref["fd"]) if quality and ref["fd"] else None
         ratios[row["model"]] = r
     return {"machine": machine_info(), "settings": {"batch_sizes": list(batch_sizes), "repeats": repeats,
@@ -191,17 +227,20 @@ def to_markdown(report: dict[str, Any]) -> str:
     bs = report["settings"]["batch_sizes"]
     head = (["model"] + [f"ms/img b{b}" for b in bs] + ["NFE", "target passes", "head NFE", "draft passes",
             "accept", "mean acc. len", "FD", "FD floor", "class acc.", "precision", "recall"]
-            + [f"speedup b{b}" for b in bs] + ["AR-stage speedup", "decoder speedup", "stage product", "FD ratio"])
+            + [f"speedup b{b}" for b in bs] + ["AR-stage vs first", "AR-stage vs own plain", "decoder speedup",
+                                               "FD ratio"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["results"]:
         r = report["ratios"][row["model"]]
-        cells = ([f"`{row['model']}`"] + [_fmt(row[f"latency_ms_b{b}"], 1) for b in bs]
+        name = f"`{row['model']}`" + (" (added: the sequential reference)" if row.get("added") else "")
+        cells = ([name] + [_fmt(row[f"latency_ms_b{b}"], 1) for b in bs]
                  + [_fmt(row[k]) for k in ("nfe", "backbone_passes", "head_nfe", "draft_passes")]
                  + [_fmt(row["acceptance_rate"]), _fmt(row["mean_accepted_len"])]
                  + [_fmt(row[k], 3) for k in ("fd", "fd_floor", "class_accuracy", "precision", "recall")]
                  + [_fmt(r[f"speedup_b{b}"]) + "x" for b in bs]
-                 + [_fmt(r["ar_stage_speedup"]) + "x", _fmt(r["decoder_speedup"]) + "x",
-                    _fmt(r.get("stage_product")) + "x", _fmt(r["fd_ratio"])])
+                 + [_fmt(r["ar_stage_speedup"]) + "x",
+                    _fmt(r["ar_stage_speedup_vs_plain"]) + ("x" if r["ar_stage_speedup_vs_plain"] else ""),
+                    _fmt(r["decoder_speedup"]) + "x", _fmt(r["fd_ratio"])])
         lines.append("| " + " | ".join(cells) + " |")
     m = report["machine"]
     lines.append("")

@@ -35,7 +35,7 @@ def eval_cmd(model: str, num_samples: int | None, seeds: int, json_out: str | No
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(json_out), json.dumps(report, indent=2, default=str))
     c = report.get("counts", {})
-    click.echo(f"{model}: FD {report['fd']:.1f} +- {report['fd_std']:.1f} (real-vs-real floor "
-               f"{report['fd_floor']:.1f}, real train at this size {report['fd_train']:.1f}); class accuracy "
+    click.echo(f"{model}: FD {report['fd']:.1f} +- {report['fd_std']:.1f} (real-vs-real floor at this size "
+               f"{report['fd_floor']:.1f}; test halves {report['fd_halves']:.1f}); class accuracy "
                f"{report['class_accuracy']:.3f}; precision {report['precision']:.3f}; recall {report['recall']:.3f}; "
                f"passes per image: backbone {c.get('backbone_passes')}, head NFE {c.get('head_nfe')}")

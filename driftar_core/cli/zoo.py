@@ -59,7 +59,7 @@ def zoo_publish(run: str, name: str, out_root: str, made_by: str, eval_samples: 
     if bundle.arch != arch:
         raise click.BadParameter(f"the run's model is {bundle.arch!r}, not {arch!r}", param_hint="--name")
     report = evaluate(bundle, num_samples=eval_samples, seeds=tuple(range(eval_seeds)), sampler=default_sampler(bundle))
-    keys = ("fd", "fd_std", "fd_floor", "fd_train", "class_accuracy", "class_accuracy_std", "precision", "recall",
+    keys = ("fd", "fd_std", "fd_floor", "fd_halves", "class_accuracy", "class_accuracy_std", "precision", "recall",
             "density", "coverage")
     metrics = {k: round(float(report[k]), 4) for k in keys if report.get(k) is not None}
     metrics.update({f"{k}_per_image": v for k, v in report.get("counts", {}).items() if k in ("backbone_passes", "head_nfe", "nfe")})

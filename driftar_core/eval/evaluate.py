@@ -8,9 +8,11 @@ sampling seeds.
 Sample sizes (FD is biased by them; see driftar_core.eval.metrics):
 - the reference is the whole digits TEST split (359 images), embedded by the zoo evaluator;
 - by default a model generates exactly as many images, with the test split's class histogram;
-- ``fd_floor``: FD between two disjoint halves of the test split (~180 vs ~180; the issue's floor);
-- ``fd_train``: FD of as many real TRAIN images as were generated vs the test split: what a perfect
-  generator scores at this sample size, so ``fd`` should be read against it (and ``fd_floor``).
+- ``fd_floor``: FD of as many real TRAIN images as were generated vs the test split: what a perfect
+  generator scores at this sample size (the same size as the scored set, so a good model never sits
+  below it); read ``fd`` against it;
+- ``fd_halves``: FD between two disjoint halves of the test split (~180 vs ~180). It is NOT a floor
+  for ``fd``: at half the sample size FD is biased upwards (a good model scores below it).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import torch
 from torch import Tensor
 
 from driftar_core.eval.evaluator import DigitsClassifier, embed
-from driftar_core.eval.metrics import (class_accuracy, density_coverage, fd_floor, frechet_distance,
+from driftar_core.eval.metrics import (class_accuracy, density_coverage, fd_halves, frechet_distance,
                                        precision_recall, repeat_over_seeds)
 
 DEFAULT_SEEDS = (0, 1, 2)
@@ -79,8 +81,8 @@ def score(feats: Tensor, logits: Tensor | None, labels: Tensor | None, ref: Refe
     g = torch.Generator().manual_seed(seed)
     train_sub = torch.randperm(len(ref.train_feats), generator=g)[:len(feats)]
     out = {"fd": frechet_distance(feats, ref.test_feats),
-           "fd_floor": fd_floor(ref.test_feats, ref.test_labels, seed=seed),
-           "fd_train": frechet_distance(ref.train_feats[train_sub], ref.test_feats),
+           "fd_floor": frechet_distance(ref.train_feats[train_sub], ref.test_feats),   # real, same size
+           "fd_halves": fd_halves(ref.test_feats, ref.test_labels, seed=seed),
            "precision": precision, "recall": recall, "density": density, "coverage": coverage}
     if logits is not None and labels is not None:
         out["class_accuracy"] = class_accuracy(logits, labels)
@@ -96,8 +98,8 @@ def evaluate_images(images: Tensor, labels: Tensor | None = None, *, evaluator: 
                     seeds: Sequence[int] = (0,), k: int = 3) -> dict[str, Any]:
     """Score fixed images [N, 1, 16, 16] in [-1, 1] (labels [N] for class accuracy) against the test split.
 
-    Seeds only vary the floor's split and the train draw of ``fd_train``. On the real train split
-    (N = 1438) ``fd`` is near ``fd_train`` and class accuracy near the evaluator's train accuracy.
+    Seeds only vary the train draw of ``fd_floor`` and the split of ``fd_halves``. On the real train
+    split (N = 1438) ``fd`` is near ``fd_floor`` and class accuracy near the evaluator's train accuracy.
     """
     evaluator = evaluator or default_evaluator()
     ref = reference(evaluator)
@@ -113,12 +115,12 @@ def evaluate(bundle: Any, num_samples: int | None = None, seeds: Sequence[int] =
     """Sample ``num_samples`` class-balanced images per seed and score them against the digits test split.
 
     :param num_samples: images per seed; None = the test split's size (359), the size at which FD is
-        compared with ``fd_train`` (and, at half that size, ``fd_floor``).
+        compared with ``fd_floor`` (real train images of the same number vs the test split).
     :param sample_kwargs: passed to the sampler (num_iter, cfg, temperature, ...); unset ones fall back
         to ``bundle.config.sampling``.
     :param sampler: ``sampler(bundle, labels, generator=..., **sample_kwargs) -> SampleOutput``;
         default :func:`driftar_core.sampling.generate` (the plain AR loop).
-    :returns: ``fd, fd_floor, fd_train, class_accuracy, precision, recall, density, coverage`` (means
+    :returns: ``fd, fd_floor, fd_halves, class_accuracy, precision, recall, density, coverage`` (means
         over seeds), each with ``<key>_std``; ``counts`` (mean passes per sampling call = per image:
         backbone_passes, head_nfe, draft_passes, nfe, extras such as acceptance_rate); ``per_seed``;
         sample sizes and settings.

@@ -240,7 +240,7 @@ def _train(out_dir: str | Path | None, recipe: EvaluatorRecipe, config: Evaluato
 def reference_fds(model: DigitsClassifier, seeds: Sequence[int] = (0, 1, 2)) -> dict[str, float]:
     """Real-vs-real FDs in this feature space, recorded in the card as sanity numbers."""
     from driftar_core.data.digits import DigitsDataset
-    from driftar_core.eval.metrics import fd_floor, frechet_distance, repeat_over_seeds
+    from driftar_core.eval.metrics import fd_halves, frechet_distance, repeat_over_seeds
 
     test = DigitsDataset("test", image_size=model.config.image_size)
     train = DigitsDataset("train", image_size=model.config.image_size)
@@ -250,7 +250,7 @@ def reference_fds(model: DigitsClassifier, seeds: Sequence[int] = (0, 1, 2)) -> 
     def one(seed: int) -> dict[str, float]:
         g = torch.Generator().manual_seed(seed)
         sub = torch.randperm(len(f_train), generator=g)[:len(f_test)]
-        return {"fd_floor_test_halves": fd_floor(f_test, test.labels, seed=seed),
+        return {"fd_floor_test_halves": fd_halves(f_test, test.labels, seed=seed),
                 "fd_train_vs_test": frechet_distance(f_train[sub], f_test)}
 
     spread = repeat_over_seeds(one, seeds)

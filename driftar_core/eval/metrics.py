@@ -101,11 +101,12 @@ def split_halves(n: int, labels: Any = None, seed: int = 0) -> tuple[Tensor, Ten
     return torch.cat(a), torch.cat(b)
 
 
-def fd_floor(real_feats: Any, labels: Any = None, seed: int = 0) -> float:
-    """Real-vs-real noise floor: FD between two disjoint halves of ``real_feats`` (stratified by labels).
+def fd_halves(real_feats: Any, labels: Any = None, seed: int = 0) -> float:
+    """Real vs real at half size: FD between two disjoint halves of ``real_feats`` (stratified by labels).
 
     Both halves have N/2 images, so this is the FD of a perfect generator scored with N/2 samples
-    against N/2 real ones; it is larger than what the same generator scores at N vs N.
+    against N/2 real ones; it is larger than what the same generator scores at N vs N, so it is no
+    floor for a generator scored at N (driftar_core.eval.evaluate's ``fd_floor`` is the same-size one).
     """
     x = _np64(real_feats)
     a, b = split_halves(len(x), labels, seed)

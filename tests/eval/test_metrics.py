@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from driftar_core.eval.metrics import (class_accuracy, density_coverage, fd_floor, frechet_distance,
+from driftar_core.eval.metrics import (class_accuracy, density_coverage, fd_halves, frechet_distance,
                                        frechet_distance_from_stats, gaussian_stats, knn_radii, precision_recall,
                                        repeat_over_seeds, split_halves)
 
@@ -124,9 +124,9 @@ def test_split_halves_are_disjoint_and_stratified():
     assert not torch.equal(split_halves(len(labels), labels, seed=1)[0], a)
 
 
-def test_fd_floor_is_positive_and_shrinks_with_more_samples():
-    small = fd_floor(gaussian(100, np.zeros(8), np.ones(8), 11))
-    large = fd_floor(gaussian(10_000, np.zeros(8), np.ones(8), 12))
+def test_fd_halves_is_positive_and_shrinks_with_more_samples():
+    small = fd_halves(gaussian(100, np.zeros(8), np.ones(8), 11))
+    large = fd_halves(gaussian(10_000, np.zeros(8), np.ones(8), 12))
     assert 0 < large < small  # the sample-size bias, which is why FDs are compared at equal sizes
 
 

@@ -63,7 +63,16 @@ def test_bench_compares_speculative_and_plain_decoding_of_one_model(saved):
     assert spec["acceptance_rate"] is not None and spec["draft_passes"] > 0
     assert spec["backbone_passes"] <= 16
     ratios = report["ratios"][spec["model"]]
-    assert ratios["stage_product"] == pytest.approx(ratios["ar_stage_speedup"] * ratios["decoder_speedup"])
+    plain_ar = plain["ar_ms_b1"]                                       # the AR stage of the same model, sequential
+    assert ratios["ar_stage_speedup_vs_plain"] == pytest.approx(plain_ar / spec["ar_ms_b1"])
+    assert ratios["ar_stage_speedup"] == pytest.approx(flow["ar_ms_b1"] / spec["ar_ms_b1"])
+    assert report["ratios"][plain["model"]]["ar_stage_speedup_vs_plain"] is None and "stage_product" not in ratios
+    # without its plain twin in the list, the speculative model gets one added (and labelled)
+    report = run_bench([saved["flow"], saved["drift"]], batch_sizes=(1,), repeats=1, warmup=0, quality=False,
+                       progress=False)
+    models = [r["model"] for r in report["results"]]
+    assert models == [saved["flow"], saved["drift"], saved["drift"] + "@plain"] and report["results"][2]["added"]
+    assert report["ratios"][saved["drift"]]["ar_stage_speedup_vs_plain"] is not None
 
 
 def test_draft_recipe_distils_a_window_draft_and_keeps_everything_else(tmp_path, capsys):
