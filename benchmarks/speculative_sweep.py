@@ -30,6 +30,7 @@ import torch
 from driftar_core.eval.evaluate import default_evaluator, evaluate_images, reference
 from driftar_core.resolve import load_model
 from driftar_core.sampling import draw_noise, generate
+from driftar_core.seeds import TUNING, check
 from driftar_core.speculative import speculative_generate
 
 PSNR_CAP = 100.0   # dB for identical images
@@ -198,12 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gammas", type=float, nargs="*", default=[],
                     help="also run the entropy early stop (gamma) at the last kappa")
     ap.add_argument("--num", type=int, default=359, help="images (default: the test split's size)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=TUNING[0], help="a tuning seed (driftar_core.seeds.TUNING)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--markdown", dest="md_out")
     ap.add_argument("--plot", dest="plot_out")
     args = ap.parse_args(argv)
+    check("tuning", [args.seed], TUNING)                  # a sweep never runs on evaluation or training seeds
     torch.set_num_threads(args.threads)
     report = sweep(args.model, args.kappas, args.tau0, args.draft_len, args.num, args.seed, args.gammas)
     md = to_markdown(report)

@@ -125,7 +125,7 @@ def load_bench_model(ref: str) -> Any:
 
 
 def run_bench(models: list[str], *, batch_sizes: tuple[int, ...] = (1, 16), repeats: int = 5, warmup: int = 1,
-              eval_samples: int | None = None, eval_seeds: tuple[int, ...] = (0, 1, 2), seed: int = 0,
+              eval_samples: int | None = None, eval_seeds: tuple[int, ...] | None = None, seed: int = 0,
               quality: bool = True, progress: bool | None = None, burn_in_s: float = 0.0) -> dict[str, Any]:
     """Benchmark ``models`` (names, paths or ``onnx:DIR`` exported bundles); the first is the reference of every ratio.
 
@@ -133,7 +133,10 @@ def run_bench(models: list[str], *, batch_sizes: tuple[int, ...] = (1, 16), repe
     first batch size) until this many seconds have passed (the CLI's default is 3 s; see the module docstring)."""
     from tqdm.auto import tqdm
 
+    from driftar_core.seeds import EVAL, EVAL_SEEDS, check
     from driftar_core.speculative import select_sampler
+    eval_seeds = EVAL_SEEDS if eval_seeds is None else tuple(eval_seeds)
+    check("evaluation", eval_seeds, EVAL)
     specs = {m: split_model_spec(m) for m in models}                  # "name@plain": same weights, plain decoding
     loaded = {name: load_bench_model(name) for name, _ in specs.values()}
     added = plain_twins(models, specs, loaded)                         # each speculative model's sequential reference

@@ -17,7 +17,7 @@ from driftar_core.cli.options import COUNT, FiniteFloat
 @click.option("--burn-in", "burn_in", type=FiniteFloat(min=0.0, max=600.0), default=3.0, show_default=True,
               help="Seconds of untimed sampling before the first timed repeat (the CPU up to speed).")
 @click.option("--eval-samples", type=COUNT, default=None, help="Samples per seed for FD (default: the test-set size).")
-@click.option("--eval-seeds", type=COUNT, default=3, show_default=True, help="Seeds for the quality spread.")
+@click.option("--eval-seeds", type=COUNT, default=3, show_default=True, help="Evaluation seeds for the quality spread (from 2000: held out, driftar_core.seeds).")
 @click.option("--no-quality", is_flag=True, help="Skip FD/precision/recall (latency and passes only).")
 @click.option("--threads", type=COUNT, default=None, help="torch threads (default: torch's choice).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
@@ -31,6 +31,7 @@ def bench(models: tuple[str, ...], more_models: tuple[str, ...], repeats: int, w
 
     from driftar_core.bench import run_bench, to_markdown, write_outputs
     from driftar_core.files import check_writable_file
+    from driftar_core.seeds import eval_seeds as eval_seeds_of
     for option, path in (("--json", json_out), ("--markdown", md_out), ("--plot", plot_out)):
         if path:
             check_writable_file(path, option)            # before the benchmark, not after it
@@ -38,6 +39,6 @@ def bench(models: tuple[str, ...], more_models: tuple[str, ...], repeats: int, w
         torch.set_num_threads(threads)
     names = list(models) + list(more_models)
     report = run_bench(names, repeats=repeats, warmup=warmup, burn_in_s=burn_in, eval_samples=eval_samples,
-                       eval_seeds=tuple(range(eval_seeds)), quality=not no_quality)
+                       eval_seeds=eval_seeds_of(eval_seeds), quality=not no_quality)
     write_outputs(report, json_out, md_out, plot_out)
     click.echo(to_markdown(report))

@@ -50,20 +50,23 @@ def zoo_publish(run: str, name: str, out_root: str, made_by: str, eval_samples: 
     from pathlib import Path
 
     from driftar_core.bench import default_sampler
-    from driftar_core.eval.evaluate import evaluate
+    from driftar_core.eval.evaluate import evaluate, own_sampler_batch
     from driftar_core.resolve import find_model_dir, load_model
+    from driftar_core.seeds import eval_seeds as eval_seeds_of
     from driftar_core.zoo import make_card
     src = find_model_dir(run)
     arch, _, tag = name.partition(".")
     bundle = load_model(str(src))
     if bundle.arch != arch:
         raise click.BadParameter(f"the run's model is {bundle.arch!r}, not {arch!r}", param_hint="--name")
-    report = evaluate(bundle, num_samples=eval_samples, seeds=tuple(range(eval_seeds)), sampler=default_sampler(bundle))
+    seeds, batch = eval_seeds_of(eval_seeds), own_sampler_batch(bundle)    # held-out seeds, its own sampler
+    report = evaluate(bundle, num_samples=eval_samples, seeds=seeds, sampler=default_sampler(bundle), batch_size=batch)
     keys = ("fd", "fd_std", "fd_floor", "fd_halves", "class_accuracy", "class_accuracy_std", "precision", "recall",
             "density", "coverage")
     metrics = {k: round(float(report[k]), 4) for k in keys if report.get(k) is not None}
     metrics.update({f"{k}_per_image": v for k, v in report.get("counts", {}).items() if k in ("backbone_passes", "head_nfe", "nfe")})
     metrics["eval_samples"] = report.get("num_samples", eval_samples)
+    metrics.update(eval_seeds=list(seeds), eval_batch=batch)
     dest = Path(out_root) / name
     readme = (f"# {name}\n\n{notes}\n\nMade by:\n\n```bash\n{made_by}\ndriftar zoo publish RUN --name {name} --command '...'\n```\n\n"
               f"Parameters: {bundle.num_params():,}. Metrics (driftar eval, {eval_seeds} seeds, mean):\n\n"

@@ -28,7 +28,7 @@ from driftar_core.eval.evaluator import DigitsClassifier, embed
 from driftar_core.eval.metrics import (class_accuracy, density_coverage, fd_halves, frechet_distance,
                                        precision_recall, repeat_over_seeds)
 
-DEFAULT_SEEDS = (0, 1, 2)
+from driftar_core.seeds import EVAL_SEEDS as DEFAULT_SEEDS  # noqa: E402  (held-out: driftar_core.seeds)
 
 
 class Reference:
@@ -106,6 +106,16 @@ def evaluate_images(images: Tensor, labels: Tensor | None = None, *, evaluator: 
     feats, logits = embed(evaluator, images)
     spread = repeat_over_seeds(lambda s: score(feats, logits, labels, ref, s, k), seeds)
     return _summary(spread, num_samples=len(images), num_reference=len(ref.test_feats), seeds=list(seeds), k=k)
+
+
+def own_sampler_batch(bundle: Any, default: int = 128) -> int:
+    """The batch size at which a model's default sampler is what it claims: a model that decodes
+    speculatively up to ``speculative.max_batch`` samples is scored on speculative samples, at that batch
+    size (never on the sequential decoder's, which its default runs above it)."""
+    spec = getattr(bundle, "sampler", None)
+    if spec is not None and getattr(spec, "kind", None) == "speculative" and spec.speculative is not None:
+        return spec.speculative.max_batch
+    return default
 
 
 def evaluate(bundle: Any, num_samples: int | None = None, seeds: Sequence[int] = DEFAULT_SEEDS,
