@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
+import torch
 
 from driftar_core.bundle import CheckpointError
 from driftar_core.hookspecs import hookimpl
@@ -74,6 +76,92 @@ def test_invalid_card_file_names_the_file(tmp_path):
 
 def test_zoo_ships_the_evaluator():
     assert "digits_evaluator.digits" in {c.name for c in shipped_cards()}
+
+
+def test_evaluator_card_metrics_recompute(evaluator_card, evaluator):
+    """Catches: an evaluator card whose accuracy or real-vs-real FDs do not belong to its weights (a
+    retrained evaluator shipped with the old card, or numbers copied by hand). Everything here is
+    deterministic, so the counts match exactly and the FDs to the card's 4 decimals (1e-3 for BLAS)."""
+    from driftar_core.data.digits import DigitsDataset
+    from driftar_core.eval.evaluator import accuracy, reference_fds
+    m = evaluator_card.metrics
+    test, train = DigitsDataset("test"), DigitsDataset("train")
+    acc, correct = accuracy(evaluator, test.images, test.labels)
+    assert (correct, len(test)) == (m["test_correct"], m["test_total"])
+    assert acc == pytest.approx(m["test_accuracy"], abs=1e-12)
+    assert accuracy(evaluator, train.images, train.labels)[0] == pytest.approx(m["train_accuracy"], abs=1e-12)
+    for key, value in reference_fds(evaluator).items():          # seeds 0-2, as the card was made
+        assert value == pytest.approx(m[key], abs=1e-3), key
+
+
+def binomial_min_correct(n: int, p: float, alpha: float = 1e-3) -> int:
+    """The least c with P(X < c) > alpha for X ~ Binomial(n, p): fewer than c correct is a < alpha event."""
+    cdf = 0.0
+    for k in range(n + 1):
+        cdf += math.comb(n, k) * p ** k * (1 - p) ** (n - k)
+        if cdf > alpha:
+            return k
+    return n
+
+
+def generator_cards():
+    return [c for c in shipped_cards() if c.kind == "generator"]
+
+
+@pytest.mark.parametrize("card", generator_cards(), ids=lambda c: c.name)
+def test_generator_card_metrics_reproduce_on_a_few_samples(card, evaluator):
+    """Catches: a card whose pass counts, class accuracy or reference FDs do not belong to its weights, sampler
+    and seeds (metrics copied from another model, a sampler whose cost changed, broken class conditioning).
+
+    Re-measured with the card's own evaluation seeds and batch size (cards that predate ``eval_seeds`` /
+    ``eval_batch`` were made by ``driftar eval`` with seeds 0-2 at batch 128):
+    - the real-vs-real FDs depend only on the evaluator and the seeds: recomputed to the card's 4 decimals;
+    - pass counts per image: exact for a sequential sampler (they do not depend on the images); a speculative
+      sampler's are averaged over the 20 images and must lie within 15% of the card's (nextstep1_tiny_drift at
+      batch 1, seeds 2000-2009: target passes 11.8-13.3, head NFE 22.5-25.6, draft passes 62.3-71.2 against
+      the card's 12.4 / 23.7 / 65.2 on 1077 images, i.e. at most 9% off);
+    - class accuracy on 20 images (digits 0-9 twice): at the card's accuracy p (capped at 0.995: 1.0 over 1077
+      images is no proof of p = 1) fewer than ``binomial_min_correct(20, p)`` correct (17-18) has probability
+      < 1e-3. Measured on seeds 2000-2009: 18-20 correct for every shipped generator, 19-20 at seed 2000."""
+    from driftar_core.eval.evaluate import reference
+    from driftar_core.eval.evaluator import embed
+    from driftar_core.eval.metrics import fd_halves, frechet_distance
+    from driftar_core.speculative import select_sampler
+    m = card.metrics
+    seeds = [int(s) for s in m.get("eval_seeds", [0, 1, 2])]
+    batch = int(m.get("eval_batch", 128))
+    card_draft = m["nfe_per_image"] - m["backbone_passes_per_image"] - m["head_nfe_per_image"]   # nfe = sum of all
+    assert card_draft >= 0
+
+    ref = reference(evaluator)
+    assert m["eval_samples"] == len(ref.test_feats) == 359           # scored against the whole test split
+    floors, halves = [], []
+    for seed in seeds:                                               # what driftar eval draws per seed
+        sub = torch.randperm(len(ref.train_feats), generator=torch.Generator().manual_seed(seed))[:m["eval_samples"]]
+        floors.append(frechet_distance(ref.train_feats[sub], ref.test_feats))
+        halves.append(fd_halves(ref.test_feats, ref.test_labels, seed=seed))
+    assert m["fd_floor"] == pytest.approx(sum(floors) / len(floors), abs=1e-3)
+    assert m["fd_halves"] == pytest.approx(sum(halves) / len(halves), abs=1e-3)
+
+    bundle = load_pretrained(card)
+    sampler, labels = select_sampler(bundle), torch.arange(20) % 10
+    g = torch.Generator().manual_seed(seeds[0])
+    images, calls = [], []
+    with torch.inference_mode():
+        for i in range(0, len(labels), batch):
+            out = sampler(bundle, labels[i:i + batch], generator=g)
+            images.append(out.images)
+            calls.append((out.counts.backbone_passes, out.counts.head_nfe, out.counts.draft_passes))
+    measured = [sum(c[j] for c in calls) / len(calls) for j in range(3)]
+    expected = [m["backbone_passes_per_image"], m["head_nfe_per_image"], card_draft]
+    if all(c[2] == 0 for c in calls):                                # sequential: the counts are fixed
+        assert measured == expected, (measured, expected)
+    else:                                                            # speculative: a mean over 20 images
+        assert measured == pytest.approx(expected, rel=0.15), (measured, expected)
+    _, logits = embed(evaluator, torch.cat(images))
+    correct = int((logits.argmax(1) == labels).sum())
+    need = binomial_min_correct(len(labels), min(m["class_accuracy"], 0.995))
+    assert correct >= need, (correct, need, m["class_accuracy"])
 
 
 @pytest.mark.parametrize("card", shipped_cards(), ids=lambda c: c.name)

@@ -37,9 +37,51 @@ def test_unknown_key_and_bad_values_fail_with_the_key_named():
         MARConfig(sampling={"num_iter": 65})
 
 
+# Hand-copied from docs/backbones.md "MAR: sizes" (B/L/H) and the tiny defaults (config.py): depth enc/dec,
+# width, heads, head depth/width, L, c, sampling (K, cfg, schedule, temperature), head type
+PRESET_TABLE = {
+    "tiny": (2, 2, 96, 4, 3, 96, 64, 4, (16, 3.0, "linear", 1.0), "diffloss"),
+    "tiny_drift": (2, 2, 96, 4, 3, 96, 64, 4, (16, 3.0, "linear", 1.2), "drift"),
+    "base": (12, 12, 768, 12, 6, 1024, 256, 16, (256, 2.9, "linear", 1.0), "diffloss"),
+    "large": (16, 16, 1024, 16, 8, 1280, 256, 16, (256, 3.0, "linear", 1.0), "diffloss"),
+    "huge": (20, 20, 1280, 16, 12, 1536, 256, 16, (256, 3.2, "linear", 1.0), "diffloss"),
+}
+
+
+def assert_applied(preset: dict, dumped: dict, where: str = "") -> None:
+    """Every (nested) key the preset sets has that value in the validated config."""
+    for key, value in preset.items():
+        if isinstance(value, dict):
+            assert_applied(value, dumped[key], f"{where}{key}.")
+        else:
+            assert dumped[key] == value, f"{where}{key}: preset {value!r}, config {dumped[key]!r}"
+
+
+def test_preset_table_is_complete():
+    assert sorted(PRESETS) == sorted(PRESET_TABLE)
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_presets_validate(name):
-    MARConfig(**PRESETS[name])
+    """Catches: a preset key silently dropped or overwritten on validation (e.g. a partial ``sampling``
+    section resetting cfg / num_iter to SamplingConfig's generic defaults), or a preset drifting from the
+    documented MAR-B/L/H shapes."""
+    cfg = MARConfig(**PRESETS[name])
+    assert_applied(PRESETS[name], cfg.model_dump())
+    enc, dec, width, heads, head_depth, head_width, seq_len, token_dim, sampling, head_type = PRESET_TABLE[name]
+    assert (cfg.encoder_depth, cfg.decoder_depth) == (enc, dec)
+    assert cfg.encoder_embed_dim == cfg.decoder_embed_dim == width
+    assert cfg.encoder_num_heads == cfg.decoder_num_heads == heads
+    assert (cfg.diffloss.depth, cfg.diffloss.width) == (head_depth, head_width)
+    assert (cfg.seq_len, cfg.token_dim) == (seq_len, token_dim)
+    s = cfg.sampling
+    assert (s.num_iter, s.cfg, s.cfg_schedule, s.temperature) == sampling
+    assert cfg.head_type == head_type
+    if name in ("base", "large", "huge"):                           # the paper's ImageNet settings
+        assert (cfg.class_num, cfg.buffer_size, cfg.attn_dropout, cfg.proj_dropout) == (1000, 64, 0.1, 0.1)
+        assert cfg.diffloss.clip_x0 is None and cfg.diffloss.num_sampling_steps == 100
+    if name == "tiny_drift":                                         # the drift section keeps MAR's own defaults
+        assert (cfg.drift_ar.decoder.width, cfg.drift_ar.decoder.depth) == (128, 3)
 
 
 def test_plugin_module_does_not_import_torch():

@@ -1,6 +1,7 @@
 """The MAR backbone: training masks, the sparse encoder, the step plan, CFG, entropy and keys."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -96,22 +97,42 @@ def test_some_training_steps_lower_the_loss(bundle, tokens):
 # ---- generation ---------------------------------------------------------------------------------
 
 
+# Tokens generated per step for L = 64, by hand from MAR's rule "still masked after step k = floor(L cos(pi/2
+# (k+1)/K)), at least one token per step, all after the last": K = 4: 64 cos(pi/8) = 59.1, 64 cos(pi/4) = 45.3,
+# 64 cos(3 pi/8) = 24.5 -> 59, 45, 24, 0 masked; K = 16: 63.7 62.8 61.2 59.1 56.4 53.2 49.5 45.3 40.6 35.6 30.2
+# 24.5 18.6 12.5 6.3 -> floors; K = 64: one token per step (64 steps, 64 tokens, at least one each).
+PER_STEP = {1: [64], 4: [5, 14, 21, 24], 16: [1, 1, 1, 2, 3, 3, 4, 4, 5, 5, 5, 6, 6, 6, 6, 6], 64: [1] * 64}
+
+
 @pytest.mark.parametrize("num_iter", [1, 4, 16, 64])
 def test_plan_partitions_tokens_on_the_cosine_schedule(bundle, num_iter):
+    """Catches: a schedule other than MAR's cosine (linear, sin, round for floor, step k for k + 1, no clamp to
+    one token per step), a position generated twice or never, and steps that do not follow the sample's
+    order (MAR unmasks the END of the random order first: step k takes orders[:, n_{k+1}:n_k])."""
     state = bundle.backbone.new_state(torch.arange(5), num_iter=num_iter, generator=gen())
     steps = bundle.backbone.plan(state)
-    assert len(steps) == num_iter
+    sizes = [s.positions.shape[1] for s in steps]
+    assert sizes == PER_STEP[num_iter] and sum(sizes) == L
+    assert sizes == sorted(sizes)                                        # the cosine schedule speeds up
     every = torch.cat([s.positions for s in steps], dim=1)               # [B, L]
     assert torch.equal(every.sort(1).values, torch.arange(L).expand(5, L))  # each position exactly once
-    masked, expected = L, []
-    for k in range(num_iter):                                            # MAR: floor(L cos(pi/2 (k+1)/K)), clamped
-        cosine = math.floor(L * math.cos(math.pi / 2 * (k + 1) / num_iter))
-        nxt = 0 if k == num_iter - 1 else max(1, min(masked - 1, cosine))
-        expected.append(masked - nxt)
-        masked = nxt
-    assert [s.positions.shape[1] for s in steps] == expected and min(expected) >= 1
+    assert torch.equal(torch.cat([s.positions for s in reversed(steps)], dim=1), state.orders)
     progress = [s.progress for s in steps]
-    assert progress == sorted(progress) and progress[-1] == 1.0 and progress[0] > 0
+    assert progress == pytest.approx([c / L for c in itertools.accumulate(PER_STEP[num_iter])])
+    assert progress[-1] == 1.0
+
+
+@pytest.mark.parametrize("seq_len, num_iter, masked", [
+    (1, 1, [0]), (2, 2, [1, 0]), (4, 2, [2, 0]),                         # 4 cos(pi/4) = 2.83
+    (10, 3, [8, 5, 0]),                                                  # 10 cos(pi/6) = 8.66, 10 cos(pi/3) = 5
+    (4, 3, [3, 2, 0]), (3, 3, [2, 1, 0]),                                # 3 cos(pi/3) = 1.5
+    (8, 8, [7, 6, 5, 4, 3, 2, 1, 0]),                                    # 8 cos(pi/8) = 7.4 -> clamped to 6
+    (64, 4, [59, 45, 24, 0]),
+])
+def test_cosine_lengths_by_hand(seq_len, num_iter, masked):
+    """Catches: floor replaced by round / ceil, the clamp to masked - 1 missing (8 steps of 8 tokens would
+    generate nothing in step 2), or the step index off by one."""
+    assert cosine_mask_lengths(seq_len, num_iter) == masked
 
 
 def test_cosine_lengths_reject_more_steps_than_tokens():

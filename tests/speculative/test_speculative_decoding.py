@@ -86,7 +86,51 @@ def test_negative_control_collapses_acceptance(setup):
     assert shuffled.counts.backbone_passes > 0.9 * L
 
 
-def test_tolerance_scales_with_target_entropy(setup):
+def eq6_sigma(e: torch.Tensor) -> torch.Tensor:
+    """Drift-AR Eq. 6 with the official defaults (sigma_max 0.5, tau 2, E_max 1), written out here."""
+    return 0.5 * (torch.exp(e / 2.0) - 1.0) / (math.exp(0.5) - 1.0)
+
+
+@pytest.mark.parametrize("cfg", [1.0, 2.0])
+def test_tolerance_scales_with_target_entropy(setup, cfg):
+    """Catches: a tolerance that ignores E (tau0 + kappa * const), reads the E of the wrong position, of the
+    CFG's unconditional half or of the draft, uses another sigma than Eq. 6, or an acceptance decision that
+    does not use the tolerance it reports.
+
+    Every drafted position whose context is committed (the accepted prefix and the first rejected draft)
+    must have tolerance tau0 + kappa * sigma(E) with E the TARGET's entropy there, recomputed independently
+    by one teacher-forced target pass over the final tokens. The target's queries are scaled up so that its
+    attention is peaked and E varies over positions (0 at the first, ~0.7-0.99 later) instead of ~1."""
+    bundle, drafts, noise = setup
+    with torch.no_grad():
+        for name, p in bundle.backbone.named_parameters():
+            if "q_proj" in name:
+                p.mul_(8.0)
+    assert float(eq6_sigma(torch.tensor(0.5))) == pytest.approx(0.219, abs=1e-3)   # docs/method.md's value
+    tau0, kappa, rounds = 0.05, 2.0, []
+    out = speculative_generate(bundle, LABELS, draft=drafts["independent"], draft_len=3, tau0=tau0, kappa=kappa,
+                               noise=noise, cfg=cfg, on_round=rounds.append)
+    state = bundle.backbone.new_state(LABELS, num_iter=L)                   # conditional rows only
+    e_target = bundle.backbone.verify(state, out.tokens[:, :L - 1]).entropy.float()   # [B, L]: E at 0 .. L-1
+    es, tols = [], []
+    for info in rounds:
+        # the decision uses the reported tolerance: the longest prefix with distance <= tolerance
+        within = (info.distance <= info.tolerance).long().cumprod(1).sum(1)
+        assert torch.equal(info.accepted_per_sample, within) and info.accepted == int(within.min())
+        for m in range(min(info.accepted + 1, info.drafted)):              # context of start + m is committed
+            e = e_target[:, info.start + m]
+            torch.testing.assert_close(info.tolerance[:, m], tau0 + kappa * eq6_sigma(e), rtol=1e-5, atol=1e-6)
+            es.append(e)
+            tols.append(info.tolerance[:, m])
+    es, tols = torch.cat(es), torch.cat(tols)
+    assert len(es) >= 30 and float(es.max() - es.min()) > 0.9 and float(es[es > 0].min()) < 0.9
+    order = es.argsort()
+    assert bool((tols[order].diff() >= -1e-7).all())                       # tolerance grows with E
+    assert float(tols.max() - tols.min()) > 0.8                            # ... from tau0 at E = 0 up to ~1.0
+    assert any(info.accepted > 0 for info in rounds) and any(info.accepted < info.drafted for info in rounds)
+
+
+def test_huge_kappa_accepts_every_draft_past_the_first_position(setup):
     bundle, drafts, noise = setup
     # tau0 = 0: sigma(E = 0) = 0 at position 0 (z_1 sees one key), so only that draft can fail;
     # every later position has E > 0 and a huge kappa accepts it
