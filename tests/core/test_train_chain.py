@@ -30,9 +30,13 @@ def test_the_full_chain_runs_in_seconds_with_one_set(backbone, stages, tmp_path,
     code, out, err = run_cli(["train", "--backbone", backbone, "--set", f"train.runs_dir={tmp_path}", *SMALL,
                               *DISTIL.get(backbone, []), "--set", "baseline:optim.lr=0.002"], capsys)
     assert code == 0, err
-    runs = sorted((tmp_path / backbone).iterdir(), key=lambda p: p.name)
-    assert len(runs) == len(stages)
-    configs = [json.loads((r / "config.json").read_text()) for r in runs]
+    found = {r: json.loads((r / "config.json").read_text()) for r in (tmp_path / backbone).iterdir()}
+    assert len(found) == len(stages)
+    runs, prev = [], None                                    # the chain's order: each run starts from the last
+    for _ in stages:                                         # (run names can tie within a second)
+        runs.append(next(r for r, c in found.items() if c["model"]["init_from"] == (None if prev is None else str(prev))))
+        prev = runs[-1]
+    configs = [found[r] for r in runs]
     assert [c["recipe"] for c in configs] == list(stages)
     assert all(c["train"]["steps"] == 3 and c["data"]["batch_size"] == 8 for c in configs)
     assert configs[0]["optim"]["lr"] == 0.002 and configs[1]["optim"]["lr"] != 0.002     # baseline: only
