@@ -112,6 +112,7 @@ class GraphSpec:
     notes: list[str] = field(default_factory=list)
     pinned: dict[str, int] = field(default_factory=dict)   # an alias: another role's graph with these dims fixed
     alias_of: str | None = None
+    head_rows: int | None = None          # the most decoder rows one call of this graph feeds (bounds ``decoder``)
 
     def __post_init__(self) -> None:
         used = set().union(*(io.dims() for io in self.inputs)) if self.inputs else set()

@@ -48,6 +48,6 @@ def mar_graphs(bundle: Any, bounds: ExportBounds) -> list[GraphSpec]:
         outputs=["z", "entropy", "entropy_global"],
         dims={"rows": DimRange.spread(1, bounds.max_rows), "kept": DimRange.spread(buf, buf + L - 1),
               "positions": DimRange.spread(1, L)},
-        make_inputs=make,
+        make_inputs=make, head_rows=bounds.max_rows * L,                     # a step may decode every position
         description="MAR encoder (sparse, kept indices from the host) + decoder; z and E at the step's positions",
         notes=[f"labels == {classes} selects the null condition (fake_latent) for the CFG rows"])]

@@ -100,5 +100,6 @@ def causal_specs(bundle: Any, owner: str, prefix: str, *, max_rows: int, max_pro
                     IO("k_cache", "float32", (nL, "rows", Hkv, "past", d)),
                     IO("v_cache", "float32", (nL, "rows", Hkv, "past", d)), IO("key_valid", "bool", ("rows", "past"))],
             outputs=["z", "entropy", "k_cache_out", "v_cache_out"], dims=dims, make_inputs=make_feed,
+            head_rows=max_rows * m_hi,                                        # every fed element's z is decoded
             description=f"{prefix}: feed {m_lo}..{m_hi} elements with the KV cache -> z, E, the grown cache"))
     return specs
