@@ -37,3 +37,12 @@ def test_out_of_range_seeds_are_refused():
     from driftar_core.bench import run_bench
     with pytest.raises(ValueError, match="evaluation seeds"):
         run_bench(["mar_tiny"], eval_seeds=(0, 1), quality=True, repeats=1, warmup=0, progress=False)
+
+
+def test_the_sampling_sweep_runs_on_tuning_seeds_only():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "sampling_sweep.py"
+    spec = importlib.util.spec_from_file_location("sampling_sweep", path)
+    sampling_sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sampling_sweep)
+    with pytest.raises(ValueError, match="tuning seeds must lie in 1000..1999"):
+        sampling_sweep.sweep(["mar_tiny"], [1.0], [1.0], seeds=(2000,), num_samples=8)
