@@ -64,7 +64,7 @@ class Runner:
         from driftar_core.graphs import bind_graphs
         bind_graphs(self.bundle, self.manifest["graphs"], lambda role, feeds: self.graphs.run(role, feeds))
 
-    # ---- the loops ---------------------------------------------------------------------------------
+    # ---- settings and sampling --------------------------------------------------------------------
 
     def resolve(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """The manifest's sampler settings with ``overrides`` (None = keep); unknown keys fail."""
