@@ -16,11 +16,14 @@ from torch import Tensor
 PROB_FLOOR = 1e-8  # log clamp (docs/method.md "Entropy E (Eq. 4)")
 
 
-def attention_entropy(attn: Tensor, visible: Tensor | None = None, key_subset: slice | None = None) -> Tensor:
+def attention_entropy(attn: Tensor, visible: Tensor | None = None, key_subset: slice | None = None,
+                      keys: Tensor | None = None) -> Tensor:
     """attn [B, H, Q, K] (rows sum to 1, masked keys 0), visible [B|1, Q, K] bool -> E [B, Q] in [0, 1].
 
     key_subset: restrict to a slice of keys (e.g. content tokens without the class buffer) and
-    renormalise rows first, as the official code does for its buffer columns.
+    renormalise rows first, as the official code does for its buffer columns. keys: the same as a bool
+    column mask broadcastable to [B, Q, K] (a subset whose start is data, e.g. a traced position): the
+    other columns weigh exact zeros.
     """
     dtype = torch.promote_types(attn.dtype, torch.float32)         # fp16/bf16 -> fp32; fp64 stays fp64
     a = attn.to(dtype).mean(dim=1)                                 # [B, Q, K] head-averaged
@@ -30,6 +33,9 @@ def attention_entropy(attn: Tensor, visible: Tensor | None = None, key_subset: s
         visible = visible.expand_as(a)
     if key_subset is not None:
         a, visible = a[..., key_subset], visible[..., key_subset]
+    if keys is not None:
+        a, visible = a * keys, visible & keys
+    if key_subset is not None or keys is not None:
         a = a / a.sum(-1, keepdim=True).clamp_min(PROB_FLOOR)      # renormalise rows
     a = a * visible
     h = -(a * a.clamp_min(PROB_FLOOR).log()).sum(-1)               # [B, Q] nats

@@ -48,3 +48,15 @@ def test_key_subset_drops_buffer_columns_and_renormalises():
     attn = torch.tensor([[[[0.5, 0.25, 0.25]]]])                            # key 0 = a class buffer
     e = CausalNormalisedEntropy(key_subset=slice(1, None))(attn)
     torch.testing.assert_close(e, torch.ones(1, 1))
+
+
+def test_a_key_mask_is_the_slice_written_as_columns():
+    """keys= (a column mask, for a subset whose start is data) gives what the slice gives. Catches: masked
+    columns not renormalised away, or still counted in log |visible|."""
+    g = torch.Generator().manual_seed(0)
+    attn = torch.softmax(torch.randn(2, 3, 5, 7, generator=g), -1)          # [B, H, Q, K]
+    visible = torch.rand(2, 5, 7, generator=g) > 0.3
+    keys = (torch.arange(7) >= 2)[None, None]                              # keys 2.. only
+    ref = attention_entropy(attn, visible, key_subset=slice(2, None))
+    torch.testing.assert_close(attention_entropy(attn, visible, keys=keys), ref, atol=1e-6, rtol=0)
+    assert not torch.allclose(attention_entropy(attn, visible), ref)        # the subset matters here

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from driftar_core.interfaces import Step, StepOutput, TrainOutput
-from driftar_core.method.entropy import PROB_FLOOR, attention_entropy
+from driftar_core.method.entropy import attention_entropy
 from driftar_nextstep1.config import NextStep1Config
 from driftar_nextstep1.layers import DecoderLayer, RMSNorm, RotaryEmbedding
 from driftar_nextstep1.text import NEGATIVE_PROMPT, WordTokenizer, class_prompt
@@ -161,10 +161,8 @@ class NextStep1(nn.Module):
             ks.append(k)
             vs.append(v)
             if attn is not None:
-                image = (k_pos >= image_start)[None, None]                        # [1, 1, K]
-                a = attn.to(torch.promote_types(attn.dtype, torch.float32)).mean(1) * image  # [R, Q, K]
-                a = a / a.sum(-1, keepdim=True).clamp_min(PROB_FLOOR)             # renormalised over the image
-                entropy = attention_entropy(a[:, None], mask & image)             # [R, Q]
+                image = (k_pos >= image_start)[None, None]                        # [1, 1, K] keys from <boi> on
+                entropy = attention_entropy(attn, mask, keys=image)               # [R, Q], renormalised there
         return self.norm(h), entropy, torch.stack(ks), torch.stack(vs)
 
     # ---- the graphs: the only calls generation makes into the network ----------------------------
