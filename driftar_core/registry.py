@@ -176,6 +176,12 @@ class Registries:
         self.exporters: Registry[Callable[..., Any]] = Registry("exporter")
         self.objectives: Registry[Callable[..., Any]] = Registry("training objective")
 
+    def recipe_of(self, backbone: str, name: str) -> RecipeSpec:
+        """The registered recipe ``backbone/name``, or, for a run whose recipe is not registered (a
+        ``--config`` file of its own), an undeclared one: it loads ``"all"`` and runs the objective of its name."""
+        key = f"{backbone}/{name}"
+        return self.recipes.get(key) if key in self.recipes else RecipeSpec(backbone, name, Path())
+
     def backbone_recipes(self, backbone: str) -> list[RecipeSpec]:
         return [e.value for e in self.recipes.entries() if e.value.backbone == backbone]
 

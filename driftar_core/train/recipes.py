@@ -19,9 +19,7 @@ from driftar_core.train.objective import ObjectiveFactory, TrainObjective
 
 def objective_name(run_config: Any) -> str:
     """The objective ``run_config`` runs: its registered recipe's ``objective``, else the recipe's name."""
-    recipes = registries().recipes
-    key = f"{run_config.backbone}/{run_config.recipe}"
-    return recipes.get(key).objective_name if key in recipes else run_config.recipe
+    return registries().recipe_of(run_config.backbone, run_config.recipe).objective_name
 
 
 def make_objective(run_config: Any, bundle: nn.Module, extra: dict[str, ObjectiveFactory] | None = None

@@ -115,11 +115,8 @@ def build_bundle(run_config: Any) -> nn.Module:
     """
     from driftar_core.factory import create_model
     from driftar_core.plugins import registries
-    from driftar_core.registry import RecipeSpec
     from driftar_core.resolve import find_model_dir
-    recipes = registries().recipes
-    key = f"{run_config.backbone}/{run_config.recipe}"
-    spec = recipes.get(key) if key in recipes else RecipeSpec(run_config.backbone, run_config.recipe, Path())
+    spec = registries().recipe_of(run_config.backbone, run_config.recipe)
     bundle = create_model(run_config.model.arch, **run_config.model.args)
     src = run_config.model.init_from
     if src:
