@@ -68,12 +68,11 @@ def cache_stamp() -> dict[str, Any]:
     import onnxruntime as ort
 
     from driftar_export.manifest import versions
-    gpu = None
+    from driftar_export.options import ExportError
+    from driftar_export.tensorrt.build import gpu_info              # what TensorRT engines are stamped with too
     try:
-        import torch
-        if torch.cuda.is_available():
-            gpu = [torch.cuda.get_device_name(0), "%d.%d" % torch.cuda.get_device_capability(0)]
-    except Exception:                                             # no usable torch CUDA: the stamp says so
+        gpu: dict[str, str] | None = gpu_info()
+    except ExportError:                                           # no CUDA GPU visible: the stamp says so
         gpu = None
     return {"onnxruntime": ort.__version__, "tensorrt": versions().get("tensorrt"), "gpu": gpu}
 
@@ -119,7 +118,6 @@ class OrtGraphs:
         names = provider_names(providers)
         if PROVIDERS["tensorrt"] in names:
             prepare_trt_cache(directory / RUNTIME_CACHE)
-        self.requested = names
         self.sessions: dict[str, Any] = {}
         graphs = manifest["graphs"]
         for role, g in graphs.items():
