@@ -27,8 +27,7 @@ from torch import Tensor
 from driftar_core.eval.evaluator import DigitsClassifier, embed
 from driftar_core.eval.metrics import (class_accuracy, density_coverage, fd_halves, frechet_distance,
                                        precision_recall, repeat_over_seeds)
-
-from driftar_core.seeds import EVAL_SEEDS as DEFAULT_SEEDS  # noqa: E402  (held-out: driftar_core.seeds)
+from driftar_core.seeds import EVAL_SEEDS as DEFAULT_SEEDS  # held out from training and tuning
 
 
 class Reference:

@@ -115,8 +115,8 @@ def graph_specs(bundle: Any, options: OnnxOptions, settings: dict[str, Any]) -> 
     if isinstance(draft, FeatureDraft):
         specs.append(window_draft_spec(bundle, options.max_batch))
     L = bundle.tokenizer.token_shape[0]
-    declared = [s.head_rows for s in specs if s.head_rows is not None]
-    head_rows = max(declared) if declared else bounds.max_rows * L     # undeclared: every token of every row
+    rows = [s.head_rows for s in specs if s.head_rows is not None]
+    head_rows = max(rows) if rows else bounds.max_rows * L             # undeclared: every token of every row
     specs += [decoder_spec(bundle, head_rows), detokenize_spec(bundle, options.max_batch)]
     return specs, {"max_draft_len": k}
 

@@ -1,7 +1,7 @@
 """``manifest.json``: what an export bundle holds, written next to its graphs. Torch-free.
 
     {
-      "format": "driftar-export/1",
+      "format": "driftar-export/2",
       "model":   {"ref", "arch", "backbone", "weights_sha256", "token_shape", "image_shape", "class_num"},
       "sampler": {"kind": "plain" | "speculative", "num_iter", "cfg", "cfg_schedule", "temperature",
                   speculative only: "draft_len", "tau0", "kappa", "early_stop_gamma", "entropy_ema_init",
@@ -36,11 +36,6 @@ from driftar_core.files import IntegrityError, check_digest, confined, file_reco
 
 FORMAT = "driftar-export/2"      # 2: graphs bind the bundle's methods; the runner runs the core's loop
 MANIFEST = "manifest.json"
-
-
-def has_draft(graphs: dict[str, Any]) -> bool:
-    """Whether a bundle's graphs include its draft's (any method of ``draft``): it can run the speculative loop."""
-    return any(str(g.get("binds", "")).startswith("draft.") for g in graphs.values())
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy", "driftar", "driftar-export",
             "tensorrt")
 
@@ -66,6 +61,11 @@ def versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[p] = None
     return out
+
+
+def has_draft(graphs: dict[str, Any]) -> bool:
+    """Whether a bundle's graphs include its draft's (any method of ``draft``): it can run the speculative loop."""
+    return any(str(g.get("binds", "")).startswith("draft.") for g in graphs.values())
 
 
 def parse_manifest(directory: str | Path, any_version: bool = False) -> dict[str, Any]:
